@@ -1,0 +1,97 @@
+"""`kdmed <command>`: thin stage commands over importable functions (each DVC stage is one of them)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from kdmed.errors import KdmedError
+
+
+def _params(args: argparse.Namespace):
+    from kdmed.config import load_params
+
+    return load_params(args.params)
+
+
+def cmd_demo_data(args: argparse.Namespace) -> None:
+    from kdmed.data.demo import generate_demo
+
+    demo = _params(args).demo_data
+    print(json.dumps(generate_demo(Path(demo.out_dir), demo.spec()), indent=2))
+
+
+def cmd_preprocess(args: argparse.Namespace) -> None:
+    from kdmed.data.preprocess import preprocess_dataset
+
+    print(json.dumps(preprocess_dataset(args.dataset, _params(args)), indent=2))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from kdmed.train import train_stage
+
+    print(json.dumps(train_stage(_params(args), args.dataset, args.method), indent=2))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from kdmed.evaluate import evaluate_stage
+
+    print(json.dumps(evaluate_stage(_params(args), args.dataset, args.method), indent=2))
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from kdmed.summary import print_summary
+
+    print_summary(_params(args))
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from kdmed.io import inspect_source
+
+    print(json.dumps(inspect_source(args.source, series_uid=args.series), indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdmed", description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(handler=handler)
+        return command
+
+    add("demo-data", cmd_demo_data, "generate the synthetic demo studies (brain NIfTI, OCT, WBC)")
+    add("preprocess", cmd_preprocess, "index a dataset and write model-ready slices").add_argument(
+        "--dataset", required=True)
+    for name, handler, text in (("train", cmd_train, "train one method on one dataset"),
+                                ("evaluate", cmd_evaluate, "score the test split and write metrics and plots")):
+        command = add(name, handler, text)
+        command.add_argument("--dataset", required=True)
+        command.add_argument("--method", required=True)
+    add("summary", cmd_summary, "print the metrics table and where models and plots are")
+    inspect = add("inspect", cmd_inspect, "describe a study (NIfTI, DICOM folder/zip/file, 2D image) as JSON")
+    inspect.add_argument("source")
+    inspect.add_argument("--series", default=None, help="SeriesInstanceUID to choose when several are present")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.handler(args)
+    except KdmedError as error:
+        print(f"kdmed {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The `preprocess` stage: index a dataset, turn its studies into model-ready slices, write them for DVC.
+
+Outputs, under `<preprocess.out_dir>/<dataset>/`: `train.npz`, `val.npz`, `test.npz` (uint8 images
+(N, C, S, S), uint8 masks (N, S, S), labels, patients, names, slice indices), `index.csv` (one row per
+slice) and `summary.json` (counts). Training keeps normal slices only: anomalous slices of training
+patients are dropped and counted (BMAD protocol).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from kdmed import atomic
+from kdmed.config import DatasetConfig, Params
+from kdmed.data.adapters import SPLITS, StudyRecord, index_dataset
+from kdmed.data.transforms import SliceRules, build_image_transform, build_volume_transform
+from kdmed.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+
+def slice_rules(config: DatasetConfig) -> SliceRules:
+    first, last = config.slice_range if config.slice_range is not None else (0, None)
+    return SliceRules(axis=config.slice_axis, first=first, last=last,
+                      min_foreground_pixels=config.min_foreground_pixels)
+
+
+def study_items(record: StudyRecord, params: Params, config: DatasetConfig) -> list[dict]:
+    """All slices (volumes) or the one image (2D) of a study, each a dict with image/mask/label/name."""
+    size = params.common.image_size
+    if record.is_volume:
+        transform = build_volume_transform(params.preprocess, slice_rules(config), size)
+        items = transform({"image": record.image, "mask": record.mask or None})
+        for item in items:
+            item["name"] = f"{record.patient}/slice_{item['slice']:03d}"
+        return items
+    transform = build_image_transform(size)
+    data = {"image": record.image}
+    if record.mask:
+        data["mask"] = record.mask
+    item = transform(data)
+    item.update(label=record.label, slice=-1, name=Path(record.image).name)
+    if record.label == 1 and "mask" not in item:
+        item["mask"] = None  # anomalous without a pixel mask (image-level label only)
+    return [item]
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+
+
+def _channels(image: np.ndarray) -> np.ndarray:
+    """Grey images stored as RGB (identical channels) are kept as one channel."""
+    if image.shape[0] == 3 and np.array_equal(image[0], image[1]) and np.array_equal(image[1], image[2]):
+        return image[:1]
+    return image
+
+
+def preprocess_dataset(name: str, params: Params) -> dict:
+    """Run the stage for one dataset; returns the summary also written to summary.json."""
+    config = params.dataset(name)
+    records = index_dataset(config, params.common.seed)
+    rows: dict[str, list[dict]] = defaultdict(list)
+    dropped = 0
+    for record in records:
+        for item in study_items(record, params, config):
+            if record.split == "train" and item["label"] == 1:
+                dropped += 1
+                continue
+            rows[record.split].append({**item, "patient": record.patient, "group": record.group})
+    rows = _cap(rows, config.max_images_per_split, params.common.seed)
+    out_dir = Path(params.preprocess.out_dir) / name
+    channels = 3 if any(_channels(r["image"]).shape[0] == 3 for split in rows.values() for r in split) else 1
+    summary = {"dataset": name, "adapter": config.adapter, "root": config.root, "channels": channels,
+               "image_size": params.common.image_size, "dropped_anomalous_training_slices": dropped, "splits": {}}
+    index_rows = []
+    for split in SPLITS:
+        items = rows.get(split, [])
+        if not items:
+            raise DatasetError(f"dataset '{name}': the '{split}' split is empty; check the data and split settings.")
+        _write_split(out_dir / f"{split}.npz", items, channels)
+        labels = [r["label"] for r in items]
+        summary["splits"][split] = {"images": len(items), "normal": labels.count(0), "anomalous": labels.count(1),
+                                    "patients": len({r["patient"] for r in items}),
+                                    "with_mask": sum(r.get("mask") is not None and bool(np.any(r["mask"]))
+                                                     for r in items)}
+        index_rows += [{"split": split, "name": r["name"], "patient": r["patient"], "group": r["group"],
+                        "slice": r["slice"], "label": r["label"]} for r in items]
+    if summary["splits"]["test"]["anomalous"] == 0 or summary["splits"]["test"]["normal"] == 0:
+        raise DatasetError(f"dataset '{name}': the test split needs both normal and anomalous images.")
+    _write_index(out_dir / "index.csv", index_rows)
+    atomic.write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _cap(rows: dict[str, list[dict]], limit: int, seed: int) -> dict[str, list[dict]]:
+    if limit <= 0:
+        return rows
+    rng = np.random.default_rng(seed)
+    capped = {}
+    for split, items in rows.items():
+        keep = sorted(rng.permutation(len(items))[:limit]) if len(items) > limit else range(len(items))
+        capped[split] = [items[i] for i in keep]
+    return capped
+
+
+def _write_split(path: Path, items: list[dict], channels: int) -> None:
+    images = []
+    for item in items:
+        image = _channels(item["image"])
+        images.append(np.repeat(image, 3, axis=0) if image.shape[0] < channels else image)
+    size = items[0]["image"].shape[-1]
+    masks = np.stack([np.zeros((size, size), bool) if item.get("mask") is None else item["mask"] for item in items])
+    has_mask = np.array([item.get("mask") is not None for item in items])
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        images=_to_uint8(np.stack(images)),
+        masks=masks.astype(np.uint8),
+        has_mask=has_mask,
+        labels=np.array([item["label"] for item in items], dtype=np.int8),
+        patients=np.array([item["patient"] for item in items]),
+        names=np.array([item["name"] for item in items]),
+        slices=np.array([item["slice"] for item in items], dtype=np.int32),
+    )
+    atomic.write_bytes(path, buffer.getvalue())
+
+
+def _write_index(path: Path, rows: list[dict]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(path, text.getvalue())

@@ -1,0 +1,124 @@
+"""The `evaluate` stage: score the held-out test split with a trained checkpoint and write DVC metrics/plots.
+
+Writes under `<evaluate.out_dir>/<dataset>/<method>/`: `metrics.json` (image AUROC, pixel AUROC, AUPRO to
+FPR 0.3 with the MVTec definition, the calibrated threshold and its test sensitivity/specificity, study-level
+AUROC for volumes), `roc.csv` (the ROC curve), `scores.csv` (one row per test image) and `panel.png` (the
+highest-scoring test images with heat maps and ground-truth contours). The threshold comes from the
+checkpoint, fixed on validation data before the test split is read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kdmed import atomic
+from kdmed.calibration import normalized_score
+from kdmed.checkpoint import load_checkpoint
+from kdmed.config import Params
+from kdmed.data.slices import SliceSet, load_split
+from kdmed.inference import predict_images
+from kdmed.metrics import aupro, image_auroc, pixel_auroc
+from kdmed.runtime import amp_dtype, configure_threads, resolve_device
+from kdmed.train import checkpoint_path
+
+
+def roc_points(labels: np.ndarray, scores: np.ndarray) -> list[dict]:
+    """(fpr, tpr, threshold) at every distinct score, anomalous = positive."""
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    distinct = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
+    tp, fp = np.cumsum(y)[distinct], np.cumsum(1 - y)[distinct]
+    tpr, fpr = tp / max(y.sum(), 1), fp / max((1 - y).sum(), 1)
+    rows = [{"fpr": 0.0, "tpr": 0.0, "threshold": float(s[0]) + 1e-12}]
+    rows += [{"fpr": float(f), "tpr": float(t), "threshold": float(s[i])} for f, t, i in zip(fpr, tpr, distinct)]
+    return rows
+
+
+def study_scores(patients: np.ndarray, labels: np.ndarray, scores: np.ndarray, how: str, top_k: int):
+    """Per-patient (study) score: max or mean of the top-k slice scores; a study is anomalous if any slice is."""
+    names = sorted(set(patients.tolist()))
+    out_scores, out_labels = [], []
+    for name in names:
+        member = patients == name
+        values = np.sort(scores[member])[::-1]
+        out_scores.append(values[0] if how == "max" else values[:top_k].mean())
+        out_labels.append(int(labels[member].max()))
+    return names, np.array(out_labels), np.array(out_scores)
+
+
+def pixel_metrics(test: SliceSet, maps: np.ndarray) -> dict:
+    """Pixel AUROC and AUPRO over normal images and anomalies that have a pixel mask."""
+    usable = (test.labels == 0) | test.has_mask
+    has_region = bool(test.masks[usable].any())
+    if not has_region:
+        return {"pixel_auroc": None, "aupro_0.3": None, "pixel_images": int(usable.sum())}
+    return {"pixel_auroc": pixel_auroc(maps[usable], test.masks[usable]),
+            "aupro_0.3": aupro(maps[usable], test.masks[usable], fpr_limit=0.3),
+            "pixel_images": int(usable.sum())}
+
+
+def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
+    configure_threads(params.common.num_threads)
+    device = resolve_device(params.common.device)
+    checkpoint = load_checkpoint(checkpoint_path(params, dataset, method), device)
+    threshold = checkpoint.threshold  # fixed before the test split is read
+    test = load_split(params.preprocess.out_dir, dataset, "test")
+    started = time.perf_counter()
+    batch_size = params.method(method).batch_size
+    result = predict_images(checkpoint.detector, test.images, batch_size, amp_dtype(device, params.common.amp))
+    seconds = time.perf_counter() - started
+    flagged = result.scores > threshold
+    normal, anomalous = test.labels == 0, test.labels == 1
+    metrics = {
+        "dataset": dataset, "method": method,
+        "backbone": checkpoint.metadata["architecture"]["backbone"],
+        "test_images": int(len(test)), "test_normal": int(normal.sum()), "test_anomalous": int(anomalous.sum()),
+        "image_auroc": image_auroc(test.labels, result.scores),
+        **pixel_metrics(test, result.maps),
+        "aupro_variant": "MVTec: regions over the whole test set, FPR over all negative pixels, divided by 0.3",
+        "threshold": threshold,
+        "threshold_rule": checkpoint.metadata["calibration"]["rule"],
+        "test_sensitivity": float(flagged[anomalous].mean()),
+        "test_specificity": float((~flagged[normal]).mean()),
+        "seconds_per_image": seconds / max(len(test), 1),
+    }
+    if checkpoint.metadata["kind"] == "volume":
+        _, study_labels, study_values = study_scores(test.patients, test.labels, result.scores,
+                                                     params.evaluate.study_aggregation, params.evaluate.top_k)
+        both = 0 < study_labels.sum() < study_labels.size
+        metrics["study_auroc"] = image_auroc(study_labels, study_values) if both else None
+        metrics["studies"] = int(study_labels.size)
+    out_dir = Path(params.evaluate.out_dir) / dataset / method
+    atomic.write_json(out_dir / "metrics.json", _rounded(metrics))
+    _write_csv(out_dir / "roc.csv", roc_points(test.labels, result.scores))
+    _write_csv(out_dir / "scores.csv", [
+        {"name": n, "patient": p, "label": int(y), "score": float(s), "normalized": float(z), "flagged": int(f)}
+        for n, p, y, s, z, f in zip(test.names, test.patients, test.labels, result.scores,
+                                    normalized_score(result.scores, checkpoint.metadata["calibration"]), flagged)
+    ])
+    from kdmed.plots import save_panel  # matplotlib is imported only when a panel is drawn
+
+    save_panel(out_dir / "panel.png", test, result, threshold, params.evaluate.panel_images,
+               title=f"{dataset} / {method}: highest-scoring test images")
+    return metrics
+
+
+def _rounded(obj):
+    if isinstance(obj, float):
+        return round(obj, 6)
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    return obj
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(path, text.getvalue())

@@ -1,0 +1,24 @@
+"""Reading studies: one entry point that turns a NIfTI file, a DICOM series, a zip or upload, or a 2D image
+into a correct voxel array with its geometry.
+
+    from kdmed.io import load_study
+    study = load_study("path/to/dicom_folder")       # Study: array (X, Y, Z) float32 RAS, affine, ...
+    series = list_series(upload_bytes)               # [SeriesInfo, ...]
+    summary = inspect_source(paths, series_uid=uid)  # JSON-serialisable, no identifying fields
+
+Every failure a user can cause raises `kdmed.errors.StudyReadError` (or `UnsupportedStudyError`).
+"""
+
+from kdmed.io.limits import ReadLimits
+from kdmed.io.load import inspect_source, list_series, load_study
+from kdmed.io.study import SeriesInfo, Study, StudyMetadata
+
+__all__ = [
+    "ReadLimits",
+    "SeriesInfo",
+    "Study",
+    "StudyMetadata",
+    "inspect_source",
+    "list_series",
+    "load_study",
+]

@@ -1,0 +1,167 @@
+"""Read a DICOM file with pydicom and decode its pixel data, with errors that say what to install.
+
+Compressed transfer syntaxes decode through pydicom's plugins (pylibjpeg-openjpeg, pylibjpeg-rle, pyjpegls,
+python-gdcm). When none is installed for a syntax, or all fail, an `UnsupportedStudyError` names the
+syntax and the package that would decode it. Modality rescale and MONOCHROME1 inversion are applied per
+frame by the volume builder, because enhanced multi-frame files carry per-frame slopes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom import uid as uids
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, get_decoder
+
+from kdmed.errors import StudyReadError, UnsupportedStudyError
+from kdmed.io.guard import reading
+from kdmed.io.limits import ReadLimits, check_voxels
+from kdmed.io.sniff import Kind
+from kdmed.io.sources import Item
+
+_GDCM = "python-gdcm"
+_J2K = "pylibjpeg-openjpeg (or python-gdcm)"
+_DECODER_PACKAGES = {
+    uids.JPEGBaseline8Bit: _GDCM,
+    uids.JPEGExtended12Bit: _GDCM,
+    uids.JPEGLossless: _GDCM,
+    uids.JPEGLosslessSV1: _GDCM,
+    uids.JPEGLSLossless: "pyjpegls (or python-gdcm)",
+    uids.JPEGLSNearLossless: "pyjpegls (or python-gdcm)",
+    uids.JPEG2000Lossless: _J2K,
+    uids.JPEG2000: _J2K,
+    uids.HTJ2KLossless: "pylibjpeg-openjpeg>=2.2",
+    uids.HTJ2KLosslessRPCL: "pylibjpeg-openjpeg>=2.2",
+    uids.HTJ2K: "pylibjpeg-openjpeg>=2.2",
+    uids.RLELossless: "pylibjpeg-rle",
+}
+_HINT = "the file may be truncated or corrupt; export it again from the scanner or PACS"
+
+
+def read_dataset(item: Item, *, pixels: bool) -> Dataset:
+    """dcmread with kdmed's errors. Data sets without File Meta header are read with force=True only when
+    sniffing found a plausible first element, so arbitrary files never parse into garbage."""
+    with reading(item.name, "not a readable DICOM file", _HINT), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(
+            item.stream(), force=item.kind is Kind.DICOM_RAW, stop_before_pixels=not pixels
+        )
+
+
+def transfer_syntax(ds: Dataset) -> uids.UID:
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts is None:
+        # no File Meta header: pydicom inferred the encoding while reading
+        implicit, little = ds.original_encoding
+        if not little:
+            return uids.ExplicitVRBigEndian
+        return uids.ImplicitVRLittleEndian if implicit else uids.ExplicitVRLittleEndian
+    return uids.UID(str(ts))
+
+
+def check_decodable(name: str, ts: uids.UID) -> None:
+    """Fail early, before reading pixels, when no installed plugin can decode this transfer syntax."""
+    if not ts.is_compressed:
+        return
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError as exc:
+        raise UnsupportedStudyError(
+            f"{name}: transfer syntax {ts.name} ({ts}) cannot be decoded by pydicom; convert the file to an "
+            "uncompressed syntax (e.g. `gdcmconv --raw in.dcm out.dcm`)"
+        ) from exc
+    if not decoder.is_available:
+        package = _DECODER_PACKAGES.get(ts, _GDCM)
+        raise UnsupportedStudyError(
+            f"{name}: pixel data is compressed as {ts.name} ({ts}) and no installed decoder handles it; "
+            f"install {package}, or convert the file to an uncompressed syntax"
+        )
+
+
+def decode_pixels(item: Item, ds: Dataset, limits: ReadLimits) -> np.ndarray:
+    """All frames as `(frames, rows, cols)` or `(frames, rows, cols, 3)`, stored values (not rescaled).
+
+    YBR colour is converted to RGB and PALETTE COLOR through its lookup table. The decoded size is checked
+    against `limits.max_voxels` first, so a small compressed file cannot inflate past it.
+    """
+    ts = transfer_syntax(ds)
+    check_decodable(item.name, ts)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    check_voxels(item.name, (frames, int(ds.Rows), int(ds.Columns), samples), limits)
+    if "TransferSyntaxUID" not in ds.file_meta:
+        ds.file_meta.TransferSyntaxUID = ts  # pydicom's decoders need it spelled out
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise StudyReadError(
+            f"{item.name}: the header describes an image but the file holds no pixel data: it is truncated "
+            "or was stripped; export it again"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            array = ds.pixel_array
+    except (RuntimeError, NotImplementedError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        if ts in (uids.JPEGBaseline8Bit, uids.JPEGExtended12Bit) and "12-bit" in detail:
+            way_out = "only pylibjpeg-libjpeg decodes 12-bit JPEG (GPL-3, so kdmed does not ship it)"
+        else:
+            way_out = f"decoders for this syntax: {_DECODER_PACKAGES.get(ts, _GDCM)}"
+        raise UnsupportedStudyError(
+            f"{item.name}: the installed plugins could not decode {ts.name} ({ts}) pixel data ({detail}); "
+            f"{way_out}; or convert the file to an uncompressed transfer syntax (e.g. dcmdjpeg, gdcmconv "
+            "--raw)"
+        ) from exc
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise StudyReadError(
+            f"{item.name}: the pixel data cannot be read ({type(exc).__name__}: {detail}); {_HINT}"
+        ) from exc
+    return _frames_first(item.name, ds, array)
+
+
+def _frames_first(name: str, ds: Dataset, array: np.ndarray) -> np.ndarray:
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    with reading(name, "the colour palette cannot be applied", _HINT):
+        if photometric == "PALETTE COLOR":
+            array = apply_color_lut(array, ds)
+            spp = 3
+    expected_ndim = 2 + (n_frames > 1) + (spp > 1)
+    if array.ndim != expected_ndim:
+        raise StudyReadError(
+            f"{name}: decoded pixel data has shape {array.shape}, inconsistent with its header"
+        )
+    if n_frames == 1:
+        array = array[np.newaxis]
+    if spp not in (1, 3):
+        raise UnsupportedStudyError(f"{name}: {spp} samples per pixel is not supported (only grey or RGB)")
+    return array
+
+
+def stored_range(ds: Dataset) -> tuple[float, float]:
+    """Smallest and largest storable value (BitsStored, PixelRepresentation), for MONOCHROME1 inversion."""
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16)
+    if int(ds.get("PixelRepresentation", 0) or 0):
+        return -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1
+    return 0.0, 2.0**bits - 1
+
+
+def first_number(value: Any) -> float | None:
+    """First value of a possibly multi-valued numeric element, or None when absent or not a number."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, pydicom.multival.MultiValue | list | tuple):
+        if not len(value):
+            return None
+        value = value[0]
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if np.isfinite(out) else None

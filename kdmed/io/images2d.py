@@ -1,0 +1,87 @@
+"""PNG / JPEG / BMP / TIFF -> a 2D study: `(H, W)` grey or `(H, W, 3)` RGB, values as stored.
+
+16-bit and float images keep their values (no rescaling to 8 bit). Rows and columns stay in stored order:
+an EXIF orientation tag is reported, not applied, so pixels line up with masks drawn on the raw file.
+Alpha channels are dropped; palette and CMYK/YCbCr images are converted to RGB. Multi-page TIFFs expose
+their pages as `n_volumes`, chosen with `volume_index`.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image
+
+from kdmed.errors import StudyReadError, UnsupportedStudyError
+from kdmed.io.build import image_study
+from kdmed.io.guard import reading
+from kdmed.io.limits import ReadLimits, check_voxels
+from kdmed.io.sources import Item
+from kdmed.io.study import Study, StudyMetadata
+
+_GREY_MODES = {"1", "L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
+_EXIF_ORIENTATION = 0x0112
+
+
+def load_image(item: Item, volume_index: int, limits: ReadLimits) -> Study:
+    hint = "the file may be truncated or corrupt; save it again as PNG or TIFF"
+    with reading(item.name, f"not a readable {item.kind.value} image", hint), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        source = io.BytesIO(item.read()) if item.data is not None else item.path
+        with Image.open(source) as im:
+            width, height = im.size
+            check_voxels(item.name, (height, width), limits)
+            n_frames = int(getattr(im, "n_frames", 1) or 1)
+            if not 0 <= volume_index < n_frames:
+                raise StudyReadError(
+                    f"{item.name}: volume_index {volume_index} is out of range; the image has {n_frames} "
+                    "page(s)"
+                )
+            if volume_index:
+                im.seek(volume_index)
+            im.load()
+            mode = im.mode
+            array = _to_array(item.name, im)
+            notes = _notes(im, mode)
+    if array.size == 0:
+        raise StudyReadError(f"{item.name}: the image has no pixels (size {width}x{height}); save it again")
+    meta = StudyMetadata(
+        source_kind="image",
+        n_volumes=n_frames,
+        volume_index=volume_index,
+        photometric="RGB" if array.ndim == 3 else "MONOCHROME2",
+        warnings=tuple(notes),
+    )
+    return image_study(item.name, array, (1.0, 1.0), meta)
+
+
+def _to_array(name: str, im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode in _GREY_MODES:  # bilevel '1' gives 0/1, 16-bit modes keep their full range
+        return np.asarray(im).astype(np.float32)
+    if mode in ("LA", "La"):
+        return np.asarray(im.getchannel("L"), dtype=np.float32)
+    if mode in ("RGB", "RGBA", "RGBa", "RGBX"):
+        return np.asarray(im, dtype=np.float32)[..., :3]
+    if mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+        return np.asarray(im.convert("RGB"), dtype=np.float32)
+    raise UnsupportedStudyError(
+        f"{name}: pixel mode {mode!r} is not supported; save the image as 8/16-bit grey or 8-bit RGB"
+    )
+
+
+def _notes(im: Image.Image, mode: str) -> list[str]:
+    notes: list[str] = []
+    if mode in ("RGBA", "RGBa", "LA", "La", "PA"):
+        notes.append("the alpha (transparency) channel was dropped")
+    try:
+        orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # malformed EXIF must not block reading the pixels
+        orientation = 1
+    if orientation not in (0, 1):
+        notes.append(
+            f"EXIF orientation {orientation} was not applied: the array keeps the stored row/column order"
+        )
+    return notes

@@ -1,0 +1,108 @@
+"""Image-level metrics: one score and one label per image, anomalous = positive class = 1.
+
+Decision rule everywhere in kdmed.metrics: an image (pixel) is called anomalous iff ``score >= threshold``
+(the convention of ``sklearn.metrics.roc_curve``). All four metrics need both classes and raise
+:class:`DegenerateSampleError` otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from kdmed.metrics._checks import as_fraction, as_labels, as_scores, require_both_classes
+
+_CHUNK = 1 << 22
+
+
+class F1Max(NamedTuple):
+    f1: float
+    threshold: float
+
+
+class SensitivityAtSpecificity(NamedTuple):
+    sensitivity: float
+    threshold: float
+
+
+def auc_from_sorted_negatives(neg_sorted: np.ndarray, pos: np.ndarray) -> float:
+    """Mann-Whitney AUROC: P(pos > neg) + P(pos == neg) / 2.
+
+    Equals the trapezoidal area under the ROC curve over all distinct thresholds (what
+    ``sklearn.metrics.roc_auc_score`` computes). Integer pair counts, positives in chunks: memory O(chunk).
+    """
+    twice_u = 0
+    for start in range(0, pos.size, _CHUNK):
+        chunk = pos[start : start + _CHUNK]
+        # below + below_or_equal = 2 * (strictly below) + ties: ties count one half.
+        twice_u += int(np.searchsorted(neg_sorted, chunk, "left").sum())
+        twice_u += int(np.searchsorted(neg_sorted, chunk, "right").sum())
+    return twice_u / (2.0 * pos.size * neg_sorted.size)
+
+
+def _checked(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
+    y = as_labels(labels)
+    s = as_scores(scores, y.size)
+    require_both_classes(y)
+    return y, s
+
+
+def _cumulative_counts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """At each distinct threshold, highest first: (threshold, true positives, false positives)."""
+    order = np.argsort(s, kind="stable")[::-1]
+    s_desc, y_desc = s[order], y[order]
+    # Last index of each run of tied scores: a threshold takes the whole tie at once.
+    ends = np.flatnonzero(np.append(s_desc[1:] != s_desc[:-1], True))
+    tp = np.cumsum(y_desc)[ends]
+    fp = ends + 1 - tp
+    return s_desc[ends], tp, fp
+
+
+def image_auroc(labels: Any, scores: Any) -> float:
+    """Area under the ROC curve; ties between a positive and a negative count one half."""
+    y, s = _checked(labels, scores)
+    return auc_from_sorted_negatives(np.sort(s[~y]), s[y])
+
+
+def average_precision(labels: Any, scores: Any) -> float:
+    """Average precision, sum over distinct thresholds of (R_k - R_k-1) * P_k (step rule, no interpolation).
+
+    Same definition as ``sklearn.metrics.average_precision_score``.
+    """
+    y, s = _checked(labels, scores)
+    _, tp, fp = _cumulative_counts(y, s)
+    precision = tp / (tp + fp)
+    recall = tp / y.sum()
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
+def f1_max(labels: Any, scores: Any) -> F1Max:
+    """Best F1 over all thresholds equal to an observed score (anomalous iff score >= threshold).
+
+    When several thresholds reach the same best F1 the highest one is returned.
+    """
+    y, s = _checked(labels, scores)
+    thresholds, tp, fp = _cumulative_counts(y, s)
+    f1 = 2 * tp / (tp + fp + y.sum())
+    best = int(np.argmax(f1))
+    return F1Max(float(f1[best]), float(thresholds[best]))
+
+
+def sensitivity_at_specificity(labels: Any, scores: Any, specificity: float) -> SensitivityAtSpecificity:
+    """Sensitivity at the lowest threshold that keeps at least ``specificity`` of the negatives below it.
+
+    The threshold depends on the negatives only (a calibration on normal images): with k =
+    ceil(specificity * n_negatives), it is the smallest float64 above the k-th lowest negative score, so
+    exactly the negatives scoring <= that value are called normal. Ties: negatives tied with the k-th lowest
+    are all called normal (achieved specificity may exceed the target) and positives tied with it are
+    called normal too (a tie never counts as a detection). Rule: anomalous iff score >= threshold.
+    """
+    y, s = _checked(labels, scores)
+    spec = as_fraction(specificity, "specificity")
+    neg = np.sort(s[~y])
+    # Round away float noise (0.95 * 20 must give 19, not 20) before taking the ceiling.
+    k = max(1, math.ceil(round(spec * neg.size, 9)))
+    threshold = float(np.nextafter(neg[k - 1], np.inf))
+    return SensitivityAtSpecificity(float(np.mean(s[y] >= threshold)), threshold)

@@ -1,0 +1,224 @@
+"""The one training loop, shared by every method (read it top to bottom, nanoGPT-style).
+
+Per epoch: shuffle the normal training slices (seeded), step the optimiser on `detector.loss`, then every
+`validate_every` epochs compute the method's selection value on held-out validation normals and keep the
+best student. CUDA with mixed precision when available, the CPU otherwise. After the last epoch the best
+weights are calibrated on the validation split (threshold, score statistics) and written, with everything
+needed to score, as one atomic safetensors checkpoint. An interrupted run resumes from its last epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import kdmed
+from kdmed import atomic
+from kdmed.calibration import calibrate
+from kdmed.checkpoint import save_checkpoint
+from kdmed.config import OptimizerConfig, Params
+from kdmed.config_schema import to_plain
+from kdmed.data.slices import load_split, split_path
+from kdmed.data.transforms import to_model_input
+from kdmed.inference import predict_images, selection_value
+from kdmed.models.base import Detector
+from kdmed.models.registry import build_detector
+from kdmed.runtime import amp_dtype, autocast, configure_threads, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitState:
+    """Everything an interrupted run needs to continue exactly where it stopped."""
+
+    epoch: int = 0
+    best_epoch: int = 0
+    best_value: float = float("inf")
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+def make_optimizer(parameters, config: OptimizerConfig) -> torch.optim.Optimizer:
+    if config.name == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.Adam(parameters, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+
+
+def trainable_state(detector: Detector) -> dict[str, torch.Tensor]:
+    """The student's weights and buffers (the teacher never changes), copied to the CPU."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in detector.state_dict().items()
+            if not k.startswith("teacher.")}
+
+
+def fit(detector: Detector, train_images: torch.Tensor, val_images: torch.Tensor, *, epochs: int,
+        batch_size: int, optimizer_config: OptimizerConfig, device: torch.device, amp: torch.dtype | None,
+        seed: int, validate_every: int = 1, state_file: Path | None = None, desc: str = "train") -> FitState:
+    """Train the student on normal images; returns the best weights by the selection value."""
+    generator = seed_everything(seed)
+    detector.to(device).train()
+    optimizer = make_optimizer(detector.trainable_parameters(), optimizer_config)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    state = FitState()
+    if state_file is not None and state_file.is_file():
+        state = _restore(state_file, detector, optimizer, generator)
+        log.info("resuming %s from epoch %d (%s)", desc, state.epoch, state_file)
+    n = train_images.shape[0]
+    steps_per_epoch = max(1, n // batch_size)  # drop the last partial batch, as the official loaders do
+    for epoch in range(state.epoch + 1, epochs + 1):
+        order = torch.randperm(n, generator=generator)
+        started, seen, total_loss = time.perf_counter(), 0, 0.0
+        bar = tqdm(total=steps_per_epoch * batch_size, desc=f"{desc} epoch {epoch}/{epochs}", unit="img",
+                   mininterval=2.0, leave=False)
+        for step in range(steps_per_epoch):
+            index = order[step * batch_size:(step + 1) * batch_size]
+            batch = to_model_input(train_images[index]).to(device, non_blocking=True)
+            with autocast(device, amp):
+                loss = detector.loss(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{desc}: the loss became {loss.item()} at epoch {epoch}, step {step}; "
+                                         "lower the learning rate in params.yaml.")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            seen += batch.shape[0]
+            total_loss += float(loss.detach()) * batch.shape[0]
+            rate = seen / max(time.perf_counter() - started, 1e-9)
+            bar.update(batch.shape[0])
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{rate:.1f}")
+        bar.close()
+        seconds = time.perf_counter() - started
+        record = {"epoch": epoch, "loss": total_loss / max(seen, 1), "images_per_s": seen / max(seconds, 1e-9),
+                  "seconds": seconds, "val_selection": None}
+        if epoch % validate_every == 0 or epoch == epochs:
+            value = selection_value(detector, val_images, batch_size, amp)
+            record["val_selection"] = value
+            if value < state.best_value:
+                state.best_value, state.best_epoch = value, epoch
+                state.best_state = trainable_state(detector)
+        state.history.append(record)
+        state.epoch = epoch
+        log.info("%s epoch %d: loss %.5f, val %s, %.1f img/s", desc, epoch, record["loss"],
+                 record["val_selection"], record["images_per_s"])
+        if state_file is not None:
+            _save_state(state_file, state, detector, optimizer, generator)
+    return state
+
+
+def _save_state(path: Path, state: FitState, detector: Detector, optimizer, generator) -> None:
+    payload = {"epoch": state.epoch, "best_epoch": state.best_epoch, "best_value": state.best_value,
+               "best_state": state.best_state, "history": json.dumps(state.history),
+               "student": trainable_state(detector), "optimizer": optimizer.state_dict(),
+               "generator": generator.get_state()}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic.write_bytes(path, buffer.getvalue())
+
+
+def _restore(path: Path, detector: Detector, optimizer, generator) -> FitState:
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    detector.load_state_dict(payload["student"], strict=False)
+    optimizer.load_state_dict(payload["optimizer"])
+    generator.set_state(payload["generator"])
+    return FitState(epoch=payload["epoch"], best_epoch=payload["best_epoch"], best_value=payload["best_value"],
+                    best_state=payload["best_state"], history=json.loads(payload["history"]))
+
+
+def _git_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def checkpoint_path(params: Params, dataset: str, method: str) -> Path:
+    return Path(params.train.out_dir) / dataset / method / "model.safetensors"
+
+
+def train_log_path(params: Params, dataset: str, method: str) -> Path:
+    """Per-epoch training curves, beside the evaluation reports (git-tracked, small, for `dvc plots`)."""
+    return Path(params.evaluate.out_dir) / dataset / method / "train_log.csv"
+
+
+def train_stage(params: Params, dataset: str, method: str) -> dict:
+    """The `train` stage for one dataset x method: fit, calibrate on validation, write the checkpoint."""
+    configure_threads(params.common.num_threads)
+    method_config = params.method(method)
+    device = resolve_device(params.common.device)
+    amp = amp_dtype(device, params.common.amp)
+    processed = params.preprocess.out_dir
+    train_set, val_set = load_split(processed, dataset, "train"), load_split(processed, dataset, "val")
+    train_images = train_set.normals().images
+    if params.train.max_train_images and train_images.shape[0] > params.train.max_train_images:
+        keep = torch.randperm(train_images.shape[0], generator=torch.Generator().manual_seed(params.common.seed))
+        train_images = train_images[keep[:params.train.max_train_images].sort().values]
+    val_normals = val_set.normals()
+    seed_everything(params.common.seed)
+    detector = build_detector(method, method_config)
+    state_file = Path("tmp") / "train_state" / f"{dataset}_{method}.pt" if params.train.resume else None
+    batch_size = min(method_config.batch_size, train_images.shape[0])
+    started = time.perf_counter()
+    state = fit(detector, train_images, val_normals.images, epochs=params.train.epochs, batch_size=batch_size,
+                optimizer_config=method_config.optimizer, device=device, amp=amp, seed=params.common.seed,
+                validate_every=params.train.validate_every, state_file=state_file, desc=f"{dataset}/{method}")
+    seconds = time.perf_counter() - started
+    detector.load_state_dict({**detector.state_dict(), **state.best_state}, strict=True)
+    val_scores = predict_images(detector, val_set.images, batch_size, amp).scores
+    calibration = calibrate(val_scores[val_set.labels == 0], val_scores[val_set.labels == 1],
+                            params.train.calibration_rule, params.train.target_specificity)
+    summary_file = Path(processed) / dataset / "summary.json"
+    data_summary = json.loads(summary_file.read_text())
+    metadata = {
+        "dataset": dataset,
+        "kind": "volume" if params.dataset(dataset).adapter == "brats" else "image",
+        "channels": data_summary["channels"],
+        "image_size": params.common.image_size,
+        "preprocess": to_plain(params.preprocess),
+        "dataset_config": to_plain(params.dataset(dataset)),
+        "method_config": to_plain(method_config),
+        "teacher_weights": detector.teacher.weights_source,
+        "calibration": calibration,
+        "training": {"epochs": params.train.epochs, "best_epoch": state.best_epoch,
+                     "best_val_selection": state.best_value, "train_images": int(train_images.shape[0]),
+                     "seconds": seconds, "device": str(device), "amp": str(amp) if amp else "off",
+                     "trained_at": datetime.now(UTC).isoformat(timespec="seconds")},
+        "versions": {"kdmed": kdmed.__version__, "torch": torch.__version__, "git": _git_revision(),
+                     "train_data_sha256": _file_digest(split_path(processed, dataset, "train"))},
+    }
+    save_checkpoint(checkpoint_path(params, dataset, method), detector, metadata)
+    _write_history(train_log_path(params, dataset, method), state.history)
+    if state_file is not None and state_file.exists():
+        state_file.unlink()
+    return {"checkpoint": str(checkpoint_path(params, dataset, method)), "best_epoch": state.best_epoch,
+            "threshold": calibration["threshold"], "seconds": round(seconds, 1)}
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=["epoch", "loss", "val_selection", "images_per_s", "seconds"])
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("" if row[k] is None else row[k]) for k in writer.fieldnames})
+    atomic.write_text(path, text.getvalue())

@@ -1,0 +1,28 @@
+"""Shared fixtures: the real-data folder (skipped with a reason when absent) and tiny parameter sets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tests run offline: never try to download weights, and keep torch to the machine's two cores.
+os.environ.setdefault("KDMED_OFFLINE", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("KDMED_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"real data folder {path} is absent (set KDMED_SHARED_DATA to run real-data tests)")
+    return path

@@ -1,0 +1,87 @@
+"""params.yaml validation: unknown keys, wrong types and impossible values name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdmed.config import load_params
+from kdmed.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_params(tmp_path: Path, mutate) -> Path:
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    mutate(data)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_repository_params_load():
+    params = load_params(REPO / "params.yaml")
+    assert params.common.image_size % 32 == 0
+    assert set(params.pipeline.datasets) <= set(params.datasets)
+    assert params.methods.stpm.optimizer.lr == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key"),
+    [
+        (lambda d: d["train"].update(epochz=3), "train.epochz"),
+        (lambda d: d["datasets"]["brain"].update(colour="red"), "datasets.brain.colour"),
+        (lambda d: d["methods"]["stpm"]["optimizer"].update(mommentum=0.9), "methods.stpm.optimizer.mommentum"),
+    ],
+)
+def test_unknown_key_is_named(tmp_path, mutate, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_params(write_params(tmp_path, mutate))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key"),
+    [
+        (lambda d: d["train"].update(epochs="ten"), "train.epochs"),
+        (lambda d: d["common"].update(amp="yes"), "common.amp"),
+        (lambda d: d["methods"]["stpm"].update(batch_size=3.5), "methods.stpm.batch_size"),
+        (lambda d: d["datasets"]["oct"].update(adapter="dropbox"), "datasets.oct.adapter"),
+        (lambda d: d["datasets"]["brain"].update(slice_range=[10]), "datasets.brain.slice_range"),
+    ],
+)
+def test_wrong_type_is_named(tmp_path, mutate, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_params(write_params(tmp_path, mutate))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "words"),
+    [
+        (lambda d: d["common"].update(image_size=100), "common.image_size"),
+        (lambda d: d["train"].update(epochs=0), "train.epochs"),
+        (lambda d: d["methods"]["stpm"]["optimizer"].update(lr=-1.0), "optimizer.lr"),
+        (lambda d: d["datasets"]["wbc"]["split"].update(train=0.9), "split"),
+        (lambda d: d["pipeline"].update(datasets=["brain", "lungs"]), "pipeline.datasets"),
+        (lambda d: d["pipeline"].update(methods=["patchcore"]), "pipeline.methods"),
+    ],
+)
+def test_impossible_value_is_named(tmp_path, mutate, words):
+    with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
+        load_params(write_params(tmp_path, mutate))
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("common: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_params_are_frozen():
+    params = load_params(REPO / "params.yaml")
+    with pytest.raises(AttributeError):
+        params.train.epochs = 5  # type: ignore[misc]
