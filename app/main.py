@@ -30,8 +30,10 @@ def cached_checkpoint(path: str):
 
 def model_label(path: Path, meta: dict) -> str:
     auc = meta.get("calibration", {}).get("validation_specificity")
-    return (f"{meta['dataset']} / {meta['method']} ({meta['architecture']['backbone']}), "
-            f"trained {meta['training']['trained_at'][:10]}, val specificity {auc:.2f}")
+    return (
+        f"{meta['dataset']} / {meta['method']} ({meta['architecture']['backbone']}), "
+        f"trained {meta['training']['trained_at'][:10]}, val specificity {auc:.2f}"
+    )
 
 
 def overlay(view: np.ndarray, heat: np.ndarray, opacity: float, vmax: float) -> np.ndarray:
@@ -46,17 +48,22 @@ def overlay(view: np.ndarray, heat: np.ndarray, opacity: float, vmax: float) -> 
 
 models = list_checkpoints(MODELS_DIR)
 if not models:
-    st.info(f"No trained model found under `{MODELS_DIR}`. Train the demo models with `make demo` "
-            "(or `dvc repro`) from the repository root, then reload this page.")
+    st.info(
+        f"No trained model found under `{MODELS_DIR}`. Train the demo models with `make demo` "
+        "(or `dvc repro`) from the repository root, then reload this page."
+    )
     st.stop()
 
 choice = st.sidebar.selectbox("Model", range(len(models)), format_func=lambda i: model_label(*models[i]))
 path, meta = models[choice]
-st.sidebar.caption(f"threshold {meta['calibration']['threshold']:.4g} "
-                   f"({meta['calibration']['rule']}, target specificity {meta['calibration']['target_specificity']})")
+st.sidebar.caption(
+    f"threshold {meta['calibration']['threshold']:.4g} "
+    f"({meta['calibration']['rule']}, target specificity {meta['calibration']['target_specificity']})"
+)
 
-uploads = st.file_uploader("Study: NIfTI (.nii/.nii.gz), DICOM files or a zip, or a 2D image",
-                           accept_multiple_files=True)
+uploads = st.file_uploader(
+    "Study: NIfTI (.nii/.nii.gz), DICOM files or a zip, or a 2D image", accept_multiple_files=True
+)
 if not uploads:
     st.stop()
 
@@ -72,8 +79,10 @@ except KdmedError as error:
 
 flagged = result.flagged_order
 verdict = "FLAGGED for review" if result.study_flagged else "not flagged"
-st.subheader(f"Study {verdict}: score {result.study_score:.4g} (threshold {result.threshold:.4g}), "
-             f"{len(flagged)} of {len(result.scores)} slices flagged")
+st.subheader(
+    f"Study {verdict}: score {result.study_score:.4g} (threshold {result.threshold:.4g}), "
+    f"{len(flagged)} of {len(result.scores)} slices flagged"
+)
 for warning in study.metadata.warnings:
     st.caption(f"Reader note: {warning}")
 
@@ -86,8 +95,15 @@ with right:
     index = st.slider("Slice", 0, len(result.views) - 1, int(picked)) if len(result.views) > 1 else 0
     opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.5)
     vmax = float(np.nanmax([m.max() for m in result.maps])) or 1.0
-    st.image(overlay(result.views[index], result.maps[index], opacity, vmax),
-             caption=f"{result.names[index]}: score {result.scores[index]:.4g}", use_container_width=True)
+    st.image(
+        overlay(result.views[index], result.maps[index], opacity, vmax),
+        caption=f"{result.names[index]}: score {result.scores[index]:.4g}",
+        width="stretch",
+    )
     if len(result.scores) > 1:
-        st.line_chart({"score": np.nan_to_num(result.scores, nan=0.0),
-                       "threshold": np.full(len(result.scores), result.threshold)})
+        st.line_chart(
+            {
+                "score": np.nan_to_num(result.scores, nan=0.0),
+                "threshold": np.full(len(result.scores), result.threshold),
+            }
+        )

@@ -37,8 +37,9 @@ def f1_threshold(normal_scores: np.ndarray, anomaly_scores: np.ndarray) -> float
     return best_t
 
 
-def calibrate(normal_scores: np.ndarray, anomaly_scores: np.ndarray, rule: str,
-              target_specificity: float) -> dict:
+def calibrate(
+    normal_scores: np.ndarray, anomaly_scores: np.ndarray, rule: str, target_specificity: float
+) -> dict:
     """Threshold and score statistics for the checkpoint header (JSON-able)."""
     normal_scores = np.asarray(normal_scores, dtype=np.float64)
     anomaly_scores = np.asarray(anomaly_scores, dtype=np.float64)

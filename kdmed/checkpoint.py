@@ -39,8 +39,13 @@ class Checkpoint:
 
 def save_checkpoint(path: str | Path, detector: Detector, metadata: dict[str, Any]) -> None:
     """Write weights + metadata atomically; `metadata` must be JSON-serialisable."""
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": detector.method,
-              "architecture": detector.architecture, **metadata}
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "method": detector.method,
+        "architecture": detector.architecture,
+        **metadata,
+    }
     state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in detector.state_dict().items()}
     with atomic.atomic_path(path, suffix=".safetensors") as tmp:
         save_file(state, str(tmp), metadata={"kdmed": json.dumps(header)})
@@ -76,7 +81,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         state = load_file(str(path), device="cpu")
         detector.load_state_dict(state, strict=True)
     except (SafetensorError, RuntimeError, OSError) as error:
-        raise CheckpointError(f"weights in '{path}' do not match its architecture or are corrupt: {error}") from error
+        raise CheckpointError(
+            f"weights in '{path}' do not match its architecture or are corrupt: {error}"
+        ) from error
     detector.to(device)
     detector.eval()
     return Checkpoint(detector=detector, metadata=metadata)

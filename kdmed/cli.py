@@ -68,23 +68,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("demo-data", cmd_demo_data, "generate the synthetic demo studies (brain NIfTI, OCT, WBC)")
     add("preprocess", cmd_preprocess, "index a dataset and write model-ready slices").add_argument(
-        "--dataset", required=True)
-    for name, handler, text in (("train", cmd_train, "train one method on one dataset"),
-                                ("evaluate", cmd_evaluate, "score the test split and write metrics and plots")):
+        "--dataset", required=True
+    )
+    for name, handler, text in (
+        ("train", cmd_train, "train one method on one dataset"),
+        ("evaluate", cmd_evaluate, "score the test split and write metrics and plots"),
+    ):
         command = add(name, handler, text)
         command.add_argument("--dataset", required=True)
         command.add_argument("--method", required=True)
     add("summary", cmd_summary, "print the metrics table and where models and plots are")
     inspect = add("inspect", cmd_inspect, "describe a study (NIfTI, DICOM folder/zip/file, 2D image) as JSON")
     inspect.add_argument("source")
-    inspect.add_argument("--series", default=None, help="SeriesInstanceUID to choose when several are present")
+    inspect.add_argument(
+        "--series", default=None, help="SeriesInstanceUID to choose when several are present"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         args.handler(args)
     except KdmedError as error:

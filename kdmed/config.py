@@ -32,8 +32,12 @@ class CommonConfig:
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
 
     def __post_init__(self) -> None:
-        require(32 <= self.image_size <= 1024 and self.image_size % 32 == 0, "common.image_size",
-                self.image_size, "a multiple of 32 between 32 and 1024")
+        require(
+            32 <= self.image_size <= 1024 and self.image_size % 32 == 0,
+            "common.image_size",
+            self.image_size,
+            "a multiple of 32 between 32 and 1024",
+        )
         require(self.num_threads >= 0, "common.num_threads", self.num_threads, "0 (default) or more")
 
 
@@ -111,8 +115,12 @@ class PreprocessConfig:
     crop_margin: int = 4
 
     def __post_init__(self) -> None:
-        require(0.0 <= self.lower_percentile < self.upper_percentile <= 100.0, "preprocess.percentiles",
-                (self.lower_percentile, self.upper_percentile), "0 <= lower < upper <= 100")
+        require(
+            0.0 <= self.lower_percentile < self.upper_percentile <= 100.0,
+            "preprocess.percentiles",
+            (self.lower_percentile, self.upper_percentile),
+            "0 <= lower < upper <= 100",
+        )
         require(self.crop_margin >= 0, "preprocess.crop_margin", self.crop_margin, ">= 0")
 
 
@@ -163,16 +171,26 @@ class TrainConfig:
     out_dir: str = "models"
     validate_every: int = 1  # epochs between checkpoint-selection passes on held-out normals
     resume: bool = True
+    teacher_cache_mb: int = (
+        2048  # keep the frozen teacher's training features in memory up to this size; 0 = off
+    )
     # operating point, chosen on the validation split only and stored in the checkpoint
     calibration_rule: Literal["specificity", "f1"] = "specificity"
     target_specificity: float = 0.95
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "train.epochs", self.epochs, ">= 1")
-        require(0.5 <= self.target_specificity < 1.0, "train.target_specificity",
-                self.target_specificity, "a specificity in [0.5, 1)")
+        require(
+            0.5 <= self.target_specificity < 1.0,
+            "train.target_specificity",
+            self.target_specificity,
+            "a specificity in [0.5, 1)",
+        )
         require(self.max_train_images >= 0, "train.max_train_images", self.max_train_images, ">= 0")
         require(self.validate_every >= 1, "train.validate_every", self.validate_every, ">= 1")
+        require(
+            self.teacher_cache_mb >= 0, "train.teacher_cache_mb", self.teacher_cache_mb, ">= 0 (0 disables)"
+        )
 
 
 @dataclass(frozen=True)
@@ -217,7 +235,9 @@ class Params:
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.datasets:
-            raise ConfigError(f"params: no dataset '{name}' under 'datasets'; defined: {sorted(self.datasets)}.")
+            raise ConfigError(
+                f"params: no dataset '{name}' under 'datasets'; defined: {sorted(self.datasets)}."
+            )
         return self.datasets[name]
 
     def method(self, name: str) -> Any:
@@ -230,7 +250,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"params file '{path}' does not exist; run from the repository root or pass --params.")
+        raise ConfigError(
+            f"params file '{path}' does not exist; run from the repository root or pass --params."
+        )
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:

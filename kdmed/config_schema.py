@@ -27,7 +27,9 @@ def build(cls: type[T], data: Any, key: str) -> T:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"params: '{key}' must be a mapping of settings, got {type(data).__name__} {data!r}.")
+        raise ConfigError(
+            f"params: '{key}' must be a mapping of settings, got {type(data).__name__} {data!r}."
+        )
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:

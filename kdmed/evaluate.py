@@ -35,7 +35,9 @@ def roc_points(labels: np.ndarray, scores: np.ndarray) -> list[dict]:
     tp, fp = np.cumsum(y)[distinct], np.cumsum(1 - y)[distinct]
     tpr, fpr = tp / max(y.sum(), 1), fp / max((1 - y).sum(), 1)
     rows = [{"fpr": 0.0, "tpr": 0.0, "threshold": float(s[0]) + 1e-12}]
-    rows += [{"fpr": float(f), "tpr": float(t), "threshold": float(s[i])} for f, t, i in zip(fpr, tpr, distinct)]
+    rows += [
+        {"fpr": float(f), "tpr": float(t), "threshold": float(s[i])} for f, t, i in zip(fpr, tpr, distinct, strict=True)
+    ]
     return rows
 
 
@@ -57,9 +59,11 @@ def pixel_metrics(test: SliceSet, maps: np.ndarray) -> dict:
     has_region = bool(test.masks[usable].any())
     if not has_region:
         return {"pixel_auroc": None, "aupro_0.3": None, "pixel_images": int(usable.sum())}
-    return {"pixel_auroc": pixel_auroc(maps[usable], test.masks[usable]),
-            "aupro_0.3": aupro(maps[usable], test.masks[usable], fpr_limit=0.3),
-            "pixel_images": int(usable.sum())}
+    return {
+        "pixel_auroc": pixel_auroc(maps[usable], test.masks[usable]),
+        "aupro_0.3": aupro(maps[usable], test.masks[usable], fpr_limit=0.3),
+        "pixel_images": int(usable.sum()),
+    }
 
 
 def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
@@ -70,14 +74,19 @@ def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
     test = load_split(params.preprocess.out_dir, dataset, "test")
     started = time.perf_counter()
     batch_size = params.method(method).batch_size
-    result = predict_images(checkpoint.detector, test.images, batch_size, amp_dtype(device, params.common.amp))
+    result = predict_images(
+        checkpoint.detector, test.images, batch_size, amp_dtype(device, params.common.amp)
+    )
     seconds = time.perf_counter() - started
     flagged = result.scores > threshold
     normal, anomalous = test.labels == 0, test.labels == 1
     metrics = {
-        "dataset": dataset, "method": method,
+        "dataset": dataset,
+        "method": method,
         "backbone": checkpoint.metadata["architecture"]["backbone"],
-        "test_images": int(len(test)), "test_normal": int(normal.sum()), "test_anomalous": int(anomalous.sum()),
+        "test_images": int(len(test)),
+        "test_normal": int(normal.sum()),
+        "test_anomalous": int(anomalous.sum()),
         "image_auroc": image_auroc(test.labels, result.scores),
         **pixel_metrics(test, result.maps),
         "aupro_variant": "MVTec: regions over the whole test set, FPR over all negative pixels, divided by 0.3",
@@ -88,23 +97,50 @@ def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
         "seconds_per_image": seconds / max(len(test), 1),
     }
     if checkpoint.metadata["kind"] == "volume":
-        _, study_labels, study_values = study_scores(test.patients, test.labels, result.scores,
-                                                     params.evaluate.study_aggregation, params.evaluate.top_k)
+        _, study_labels, study_values = study_scores(
+            test.patients,
+            test.labels,
+            result.scores,
+            params.evaluate.study_aggregation,
+            params.evaluate.top_k,
+        )
         both = 0 < study_labels.sum() < study_labels.size
         metrics["study_auroc"] = image_auroc(study_labels, study_values) if both else None
         metrics["studies"] = int(study_labels.size)
     out_dir = Path(params.evaluate.out_dir) / dataset / method
     atomic.write_json(out_dir / "metrics.json", _rounded(metrics))
     _write_csv(out_dir / "roc.csv", roc_points(test.labels, result.scores))
-    _write_csv(out_dir / "scores.csv", [
-        {"name": n, "patient": p, "label": int(y), "score": float(s), "normalized": float(z), "flagged": int(f)}
-        for n, p, y, s, z, f in zip(test.names, test.patients, test.labels, result.scores,
-                                    normalized_score(result.scores, checkpoint.metadata["calibration"]), flagged)
-    ])
+    _write_csv(
+        out_dir / "scores.csv",
+        [
+            {
+                "name": n,
+                "patient": p,
+                "label": int(y),
+                "score": float(s),
+                "normalized": float(z),
+                "flagged": int(f),
+            }
+            for n, p, y, s, z, f in zip(
+                test.names,
+                test.patients,
+                test.labels,
+                result.scores,
+                normalized_score(result.scores, checkpoint.metadata["calibration"]),
+                flagged, strict=False,
+            )
+        ],
+    )
     from kdmed.plots import save_panel  # matplotlib is imported only when a panel is drawn
 
-    save_panel(out_dir / "panel.png", test, result, threshold, params.evaluate.panel_images,
-               title=f"{dataset} / {method}: highest-scoring test images")
+    save_panel(
+        out_dir / "panel.png",
+        test,
+        result,
+        threshold,
+        params.evaluate.panel_images,
+        title=f"{dataset} / {method}: highest-scoring test images",
+    )
     return metrics
 
 

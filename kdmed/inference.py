@@ -19,8 +19,13 @@ class Scores:
 
 
 @torch.no_grad()
-def predict_images(detector: Detector, images: torch.Tensor, batch_size: int = 32,
-                   amp: torch.dtype | None = None, progress=None) -> Scores:
+def predict_images(
+    detector: Detector,
+    images: torch.Tensor,
+    batch_size: int = 32,
+    amp: torch.dtype | None = None,
+    progress=None,
+) -> Scores:
     """Maps and scores for uint8 or [0, 1] float images (N, C, S, S), in batches, in eval mode."""
     was_training = detector.training
     detector.eval()
@@ -28,7 +33,7 @@ def predict_images(detector: Detector, images: torch.Tensor, batch_size: int = 3
     maps, scores = [], []
     try:
         for start in range(0, images.shape[0], batch_size):
-            batch = to_model_input(images[start:start + batch_size]).to(device, non_blocking=True)
+            batch = to_model_input(images[start : start + batch_size]).to(device, non_blocking=True)
             with autocast(device, amp):
                 prediction = detector.predict(batch)
             maps.append(prediction.maps.float().cpu().numpy())
@@ -41,8 +46,9 @@ def predict_images(detector: Detector, images: torch.Tensor, batch_size: int = 3
 
 
 @torch.no_grad()
-def selection_value(detector: Detector, images: torch.Tensor, batch_size: int = 32,
-                    amp: torch.dtype | None = None) -> float:
+def selection_value(
+    detector: Detector, images: torch.Tensor, batch_size: int = 32, amp: torch.dtype | None = None
+) -> float:
     """Mean of the method's checkpoint-selection values over held-out normal images (lower is better)."""
     was_training = detector.training
     detector.eval()
@@ -50,7 +56,7 @@ def selection_value(detector: Detector, images: torch.Tensor, batch_size: int = 
     total, count = 0.0, 0
     try:
         for start in range(0, images.shape[0], batch_size):
-            batch = to_model_input(images[start:start + batch_size]).to(device)
+            batch = to_model_input(images[start : start + batch_size]).to(device)
             with autocast(device, amp):
                 values = detector.selection_scores(batch).float()
             total += float(values.sum())
@@ -95,8 +101,10 @@ def study_items(checkpoint, study) -> list[dict]:
     size = int(meta["image_size"])
     if meta["kind"] == "volume":
         if not study.is_volume:
-            raise StudyReadError(f"model '{meta['dataset']}/{meta['method']}' scores 3D volumes, but this study "
-                                 f"is a 2D image of shape {study.array.shape}; upload a NIfTI or DICOM series.")
+            raise StudyReadError(
+                f"model '{meta['dataset']}/{meta['method']}' scores 3D volumes, but this study "
+                f"is a 2D image of shape {study.array.shape}; upload a NIfTI or DICOM series."
+            )
         from kdmed.config import DatasetConfig, PreprocessConfig
         from kdmed.config_schema import build
 
@@ -104,15 +112,18 @@ def study_items(checkpoint, study) -> list[dict]:
         rules = slice_rules(build(DatasetConfig, meta["dataset_config"], "dataset"))
         return build_volume_transform(preprocess, rules, size, keep_all=True)({"image": study})
     if study.is_volume:
-        raise StudyReadError(f"model '{meta['dataset']}/{meta['method']}' scores 2D images, but this study is a "
-                             f"volume of shape {study.array.shape}; upload a 2D image (png, jpg, bmp, tif).")
+        raise StudyReadError(
+            f"model '{meta['dataset']}/{meta['method']}' scores 2D images, but this study is a "
+            f"volume of shape {study.array.shape}; upload a 2D image (png, jpg, bmp, tif)."
+        )
     item = build_image_transform(size)({"image": study})
     item.update(slice=0, scoreable=True, view=item["image"])
     return [item]
 
 
-def score_study(checkpoint, study, batch_size: int = 16, aggregation: str = "max", top_k: int = 3,
-                progress=None) -> StudyResult:
+def score_study(
+    checkpoint, study, batch_size: int = 16, aggregation: str = "max", top_k: int = 3, progress=None
+) -> StudyResult:
     """Score every slice of a study (or the image) with a loaded checkpoint; the app and `kdmed score` call
     this. Slices with too little tissue are not scored (NaN) and never flagged."""
     from kdmed.calibration import normalized_score
@@ -121,7 +132,9 @@ def score_study(checkpoint, study, batch_size: int = 16, aggregation: str = "max
     items = study_items(checkpoint, study)
     channels = int(checkpoint.metadata["channels"])
     scoreable = [i for i, item in enumerate(items) if item["scoreable"]]
-    images = np.stack([_match_channels(items[i]["image"], channels) for i in scoreable]) if scoreable else None
+    images = (
+        np.stack([_match_channels(items[i]["image"], channels) for i in scoreable]) if scoreable else None
+    )
     scores = np.full(len(items), np.nan)
     maps: list[np.ndarray] = [np.zeros(item["view"].shape[-2:], np.float32) for item in items]
     if images is not None:

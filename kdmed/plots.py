@@ -22,7 +22,9 @@ def display_image(image_chw: np.ndarray) -> np.ndarray:
     return image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)
 
 
-def save_panel(path: str | Path, test: SliceSet, result: Scores, threshold: float, count: int, title: str) -> None:
+def save_panel(
+    path: str | Path, test: SliceSet, result: Scores, threshold: float, count: int, title: str
+) -> None:
     """Two rows per image column: the image with its ground-truth contour, and the heat map overlay."""
     order = np.argsort(-result.scores)[:count]
     columns = max(len(order), 1)

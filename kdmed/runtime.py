@@ -16,7 +16,9 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("params: 'common.device' = 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'.")
+        raise ConfigError(
+            "params: 'common.device' = 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'."
+        )
     return torch.device(requested)
 
 

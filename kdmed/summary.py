@@ -8,8 +8,13 @@ from pathlib import Path
 from kdmed.config import Params
 from kdmed.train import checkpoint_path
 
-COLUMNS = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro_0.3", "AUPRO@0.3"),
-           ("test_sensitivity", "sens@thr"), ("test_specificity", "spec@thr"))
+COLUMNS = (
+    ("image_auroc", "image AUROC"),
+    ("pixel_auroc", "pixel AUROC"),
+    ("aupro_0.3", "AUPRO@0.3"),
+    ("test_sensitivity", "sens@thr"),
+    ("test_specificity", "spec@thr"),
+)
 
 
 def _cell(value) -> str:
@@ -36,10 +41,16 @@ def print_summary(params: Params) -> None:
         if not m:
             print(f"{row['dataset']:<10}{row['method']:<8}(not evaluated yet: run `dvc repro`)")
             continue
-        print(f"{row['dataset']:<10}{row['method']:<8}{m.get('backbone', '?'):<20}"
-              + "".join(f"{_cell(m.get(key)):>13}" for key, _ in COLUMNS))
+        print(
+            f"{row['dataset']:<10}{row['method']:<8}{m.get('backbone', '?'):<20}"
+            + "".join(f"{_cell(m.get(key)):>13}" for key, _ in COLUMNS)
+        )
     print("\nvalues in percent; thresholds calibrated on validation normals only (see metrics.json)")
-    print(f"models:  {Path(params.train.out_dir)}/<dataset>/<method>/model.safetensors "
-          f"(e.g. {checkpoint_path(params, rows[0]['dataset'], rows[0]['method'])})")
-    print(f"reports: {Path(params.evaluate.out_dir)}/<dataset>/<method>/ (metrics.json, roc.csv, scores.csv, panel.png)")
+    print(
+        f"models:  {Path(params.train.out_dir)}/<dataset>/<method>/model.safetensors "
+        f"(e.g. {checkpoint_path(params, rows[0]['dataset'], rows[0]['method'])})"
+    )
+    print(
+        f"reports: {Path(params.evaluate.out_dir)}/<dataset>/<method>/ (metrics.json, roc.csv, scores.csv, panel.png)"
+    )
     print("plots:   `dvc plots show` writes dvc_plots/index.html; `dvc metrics show` prints every metric")

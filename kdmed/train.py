@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -53,22 +52,65 @@ class FitState:
 
 def make_optimizer(parameters, config: OptimizerConfig) -> torch.optim.Optimizer:
     if config.name == "sgd":
-        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.SGD(
+            parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
     return torch.optim.Adam(parameters, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
 
 
 def trainable_state(detector: Detector) -> dict[str, torch.Tensor]:
     """The student's weights and buffers (the teacher never changes), copied to the CPU."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in detector.state_dict().items()
-            if not k.startswith("teacher.")}
+    return {
+        k: v.detach().to("cpu", copy=True)
+        for k, v in detector.state_dict().items()
+        if not k.startswith("teacher.")
+    }
 
 
-def fit(detector: Detector, train_images: torch.Tensor, val_images: torch.Tensor, *, epochs: int,
-        batch_size: int, optimizer_config: OptimizerConfig, device: torch.device, amp: torch.dtype | None,
-        seed: int, validate_every: int = 1, state_file: Path | None = None, desc: str = "train") -> FitState:
+def cache_teacher_features(
+    detector: Detector,
+    images: torch.Tensor,
+    device: torch.device,
+    amp: torch.dtype | None,
+    budget_mb: int,
+    batch_size: int = 32,
+):
+    """The teacher's features for every training image, kept on `device`, when they fit in `budget_mb`.
+
+    Exact, not an approximation: the teacher is frozen in eval mode and training applies no augmentation,
+    so each image's teacher features are the same in every epoch. Saves the teacher's forward pass
+    (about a quarter of a training step). Returns None when over budget or disabled (budget 0)."""
+    need = detector.teacher_feature_bytes(*images.shape[-2:]) * images.shape[0]
+    if budget_mb <= 0 or need > budget_mb * 2**20:
+        return None
+    parts: list[dict[str, torch.Tensor]] = []
+    for start in range(0, images.shape[0], batch_size):
+        batch = to_model_input(images[start : start + batch_size]).to(device)
+        with autocast(device, amp):
+            parts.append({k: v.float() for k, v in detector.teacher_features(batch).items()})
+    return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+
+
+def fit(
+    detector: Detector,
+    train_images: torch.Tensor,
+    val_images: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    optimizer_config: OptimizerConfig,
+    device: torch.device,
+    amp: torch.dtype | None,
+    seed: int,
+    validate_every: int = 1,
+    state_file: Path | None = None,
+    desc: str = "train",
+    teacher_cache_mb: int = 0,
+) -> FitState:
     """Train the student on normal images; returns the best weights by the selection value."""
     generator = seed_everything(seed)
     detector.to(device).train()
+    cached = cache_teacher_features(detector, train_images, device, amp, teacher_cache_mb)
     optimizer = make_optimizer(detector.trainable_parameters(), optimizer_config)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     state = FitState()
@@ -80,16 +122,24 @@ def fit(detector: Detector, train_images: torch.Tensor, val_images: torch.Tensor
     for epoch in range(state.epoch + 1, epochs + 1):
         order = torch.randperm(n, generator=generator)
         started, seen, total_loss = time.perf_counter(), 0, 0.0
-        bar = tqdm(total=steps_per_epoch * batch_size, desc=f"{desc} epoch {epoch}/{epochs}", unit="img",
-                   mininterval=2.0, leave=False)
+        bar = tqdm(
+            total=steps_per_epoch * batch_size,
+            desc=f"{desc} epoch {epoch}/{epochs}",
+            unit="img",
+            mininterval=2.0,
+            leave=False,
+        )
         for step in range(steps_per_epoch):
-            index = order[step * batch_size:(step + 1) * batch_size]
+            index = order[step * batch_size : (step + 1) * batch_size]
             batch = to_model_input(train_images[index]).to(device, non_blocking=True)
+            teacher = {k: v[index.to(v.device)] for k, v in cached.items()} if cached is not None else None
             with autocast(device, amp):
-                loss = detector.loss(batch)
+                loss = detector.loss(batch, teacher)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"{desc}: the loss became {loss.item()} at epoch {epoch}, step {step}; "
-                                         "lower the learning rate in params.yaml.")
+                raise FloatingPointError(
+                    f"{desc}: the loss became {loss.item()} at epoch {epoch}, step {step}; "
+                    "lower the learning rate in params.yaml."
+                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -101,8 +151,13 @@ def fit(detector: Detector, train_images: torch.Tensor, val_images: torch.Tensor
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{rate:.1f}")
         bar.close()
         seconds = time.perf_counter() - started
-        record = {"epoch": epoch, "loss": total_loss / max(seen, 1), "images_per_s": seen / max(seconds, 1e-9),
-                  "seconds": seconds, "val_selection": None}
+        record = {
+            "epoch": epoch,
+            "loss": total_loss / max(seen, 1),
+            "images_per_s": seen / max(seconds, 1e-9),
+            "seconds": seconds,
+            "val_selection": None,
+        }
         if epoch % validate_every == 0 or epoch == epochs:
             value = selection_value(detector, val_images, batch_size, amp)
             record["val_selection"] = value
@@ -111,18 +166,30 @@ def fit(detector: Detector, train_images: torch.Tensor, val_images: torch.Tensor
                 state.best_state = trainable_state(detector)
         state.history.append(record)
         state.epoch = epoch
-        log.info("%s epoch %d: loss %.5f, val %s, %.1f img/s", desc, epoch, record["loss"],
-                 record["val_selection"], record["images_per_s"])
+        log.info(
+            "%s epoch %d: loss %.5f, val %s, %.1f img/s",
+            desc,
+            epoch,
+            record["loss"],
+            record["val_selection"],
+            record["images_per_s"],
+        )
         if state_file is not None:
             _save_state(state_file, state, detector, optimizer, generator)
     return state
 
 
 def _save_state(path: Path, state: FitState, detector: Detector, optimizer, generator) -> None:
-    payload = {"epoch": state.epoch, "best_epoch": state.best_epoch, "best_value": state.best_value,
-               "best_state": state.best_state, "history": json.dumps(state.history),
-               "student": trainable_state(detector), "optimizer": optimizer.state_dict(),
-               "generator": generator.get_state()}
+    payload = {
+        "epoch": state.epoch,
+        "best_epoch": state.best_epoch,
+        "best_value": state.best_value,
+        "best_state": state.best_state,
+        "history": json.dumps(state.history),
+        "student": trainable_state(detector),
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+    }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     atomic.write_bytes(path, buffer.getvalue())
@@ -133,13 +200,20 @@ def _restore(path: Path, detector: Detector, optimizer, generator) -> FitState:
     detector.load_state_dict(payload["student"], strict=False)
     optimizer.load_state_dict(payload["optimizer"])
     generator.set_state(payload["generator"])
-    return FitState(epoch=payload["epoch"], best_epoch=payload["best_epoch"], best_value=payload["best_value"],
-                    best_state=payload["best_state"], history=json.loads(payload["history"]))
+    return FitState(
+        epoch=payload["epoch"],
+        best_epoch=payload["best_epoch"],
+        best_value=payload["best_value"],
+        best_state=payload["best_state"],
+        history=json.loads(payload["history"]),
+    )
 
 
 def _git_revision() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -172,22 +246,40 @@ def train_stage(params: Params, dataset: str, method: str) -> dict:
     train_set, val_set = load_split(processed, dataset, "train"), load_split(processed, dataset, "val")
     train_images = train_set.normals().images
     if params.train.max_train_images and train_images.shape[0] > params.train.max_train_images:
-        keep = torch.randperm(train_images.shape[0], generator=torch.Generator().manual_seed(params.common.seed))
-        train_images = train_images[keep[:params.train.max_train_images].sort().values]
+        keep = torch.randperm(
+            train_images.shape[0], generator=torch.Generator().manual_seed(params.common.seed)
+        )
+        train_images = train_images[keep[: params.train.max_train_images].sort().values]
     val_normals = val_set.normals()
     seed_everything(params.common.seed)
     detector = build_detector(method, method_config)
     state_file = Path("tmp") / "train_state" / f"{dataset}_{method}.pt" if params.train.resume else None
     batch_size = min(method_config.batch_size, train_images.shape[0])
     started = time.perf_counter()
-    state = fit(detector, train_images, val_normals.images, epochs=params.train.epochs, batch_size=batch_size,
-                optimizer_config=method_config.optimizer, device=device, amp=amp, seed=params.common.seed,
-                validate_every=params.train.validate_every, state_file=state_file, desc=f"{dataset}/{method}")
+    state = fit(
+        detector,
+        train_images,
+        val_normals.images,
+        epochs=params.train.epochs,
+        batch_size=batch_size,
+        optimizer_config=method_config.optimizer,
+        device=device,
+        amp=amp,
+        seed=params.common.seed,
+        validate_every=params.train.validate_every,
+        state_file=state_file,
+        desc=f"{dataset}/{method}",
+        teacher_cache_mb=params.train.teacher_cache_mb,
+    )
     seconds = time.perf_counter() - started
     detector.load_state_dict({**detector.state_dict(), **state.best_state}, strict=True)
     val_scores = predict_images(detector, val_set.images, batch_size, amp).scores
-    calibration = calibrate(val_scores[val_set.labels == 0], val_scores[val_set.labels == 1],
-                            params.train.calibration_rule, params.train.target_specificity)
+    calibration = calibrate(
+        val_scores[val_set.labels == 0],
+        val_scores[val_set.labels == 1],
+        params.train.calibration_rule,
+        params.train.target_specificity,
+    )
     summary_file = Path(processed) / dataset / "summary.json"
     data_summary = json.loads(summary_file.read_text())
     metadata = {
@@ -200,19 +292,33 @@ def train_stage(params: Params, dataset: str, method: str) -> dict:
         "method_config": to_plain(method_config),
         "teacher_weights": detector.teacher.weights_source,
         "calibration": calibration,
-        "training": {"epochs": params.train.epochs, "best_epoch": state.best_epoch,
-                     "best_val_selection": state.best_value, "train_images": int(train_images.shape[0]),
-                     "seconds": seconds, "device": str(device), "amp": str(amp) if amp else "off",
-                     "trained_at": datetime.now(UTC).isoformat(timespec="seconds")},
-        "versions": {"kdmed": kdmed.__version__, "torch": torch.__version__, "git": _git_revision(),
-                     "train_data_sha256": _file_digest(split_path(processed, dataset, "train"))},
+        "training": {
+            "epochs": params.train.epochs,
+            "best_epoch": state.best_epoch,
+            "best_val_selection": state.best_value,
+            "train_images": int(train_images.shape[0]),
+            "seconds": seconds,
+            "device": str(device),
+            "amp": str(amp) if amp else "off",
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+        "versions": {
+            "kdmed": kdmed.__version__,
+            "torch": torch.__version__,
+            "git": _git_revision(),
+            "train_data_sha256": _file_digest(split_path(processed, dataset, "train")),
+        },
     }
     save_checkpoint(checkpoint_path(params, dataset, method), detector, metadata)
     _write_history(train_log_path(params, dataset, method), state.history)
     if state_file is not None and state_file.exists():
         state_file.unlink()
-    return {"checkpoint": str(checkpoint_path(params, dataset, method)), "best_epoch": state.best_epoch,
-            "threshold": calibration["threshold"], "seconds": round(seconds, 1)}
+    return {
+        "checkpoint": str(checkpoint_path(params, dataset, method)),
+        "best_epoch": state.best_epoch,
+        "threshold": calibration["threshold"],
+        "seconds": round(seconds, 1),
+    }
 
 
 def _write_history(path: Path, history: list[dict]) -> None:

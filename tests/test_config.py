@@ -33,7 +33,10 @@ def test_repository_params_load():
     [
         (lambda d: d["train"].update(epochz=3), "train.epochz"),
         (lambda d: d["datasets"]["brain"].update(colour="red"), "datasets.brain.colour"),
-        (lambda d: d["methods"]["stpm"]["optimizer"].update(mommentum=0.9), "methods.stpm.optimizer.mommentum"),
+        (
+            lambda d: d["methods"]["stpm"]["optimizer"].update(mommentum=0.9),
+            "methods.stpm.optimizer.mommentum",
+        ),
     ],
 )
 def test_unknown_key_is_named(tmp_path, mutate, key):

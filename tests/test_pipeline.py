@@ -24,12 +24,24 @@ TINY = {
     "common": {"image_size": 64},
     "demo_data": {
         "brain": {"normal_cases": 3, "abnormal_cases": 4, "shape": [64, 64, 40]},
-        "oct": {"train_normal": 16, "valid_normal": 4, "valid_abnormal": 4, "test_normal": 6, "test_abnormal": 6,
-                "height": 128, "width": 192},
+        "oct": {
+            "train_normal": 16,
+            "valid_normal": 4,
+            "valid_abnormal": 4,
+            "test_normal": 6,
+            "test_abnormal": 6,
+            "height": 128,
+            "width": 192,
+        },
         "wbc": {"normal": 24, "abnormal": 10, "size": 120},
     },
-    "datasets": {"brain": {"slice_range": [8, 32], "min_foreground_pixels": 200,
-                           "split": {"train": 0.4, "val": 0.2, "test": 0.4}}},
+    "datasets": {
+        "brain": {
+            "slice_range": [8, 32],
+            "min_foreground_pixels": 200,
+            "split": {"train": 0.4, "val": 0.2, "test": 0.4},
+        }
+    },
     "methods": {"stpm": {"batch_size": 8}},
     "train": {"epochs": 2},
 }
@@ -44,7 +56,9 @@ def merge(base: dict, update: dict) -> dict:
 def run(args: list[str], cwd: Path) -> str:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result.stdout + result.stderr
 
 
@@ -74,8 +88,11 @@ def test_dvc_pipeline_end_to_end(tmp_path):
     params["evaluate"]["top_k"] = 5
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = run(["dvc", "status"], project)
-    changed = {line.strip().rstrip(":") for line in status.splitlines() if line and not line.startswith("\t")
-               and line.strip().endswith(":") and "@" in line}
+    changed = {
+        line.strip().rstrip(":")
+        for line in status.splitlines()
+        if line and not line.startswith("\t") and line.strip().endswith(":") and "@" in line
+    }
     assert changed == {"evaluate@brain-stpm", "evaluate@oct-stpm", "evaluate@wbc-stpm"}, status
 
     shown = run(["dvc", "metrics", "show"], project)

@@ -23,7 +23,9 @@ def test_map_shape_equals_input_and_teacher_frozen_after_a_step(backbone):
     x = torch.rand(2, 3, 64, 96)
     teacher_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
     model.train()
-    optimizer = make_optimizer(model.trainable_parameters(), OptimizerConfig(name="sgd", lr=0.4, momentum=0.9))
+    optimizer = make_optimizer(
+        model.trainable_parameters(), OptimizerConfig(name="sgd", lr=0.4, momentum=0.9)
+    )
     loss = model.loss(x)
     loss.backward()
     # gradients reach the student only

@@ -62,7 +62,9 @@ def check_patient_splits(records: list[StudyRecord]) -> None:
     seen: dict[str, str] = {}
     for record in records:
         if record.split not in SPLITS:
-            raise DatasetError(f"record for '{record.image}' has split {record.split!r}; expected one of {SPLITS}.")
+            raise DatasetError(
+                f"record for '{record.image}' has split {record.split!r}; expected one of {SPLITS}."
+            )
         previous = seen.setdefault(record.patient, record.split)
         if previous != record.split:
             raise DatasetError(
@@ -70,8 +72,12 @@ def check_patient_splits(records: list[StudyRecord]) -> None:
             )
 
 
-def split_patients(patients: list[str], fractions: tuple[float, float, float], seed: int,
-                   strata: dict[str, str] | None = None) -> dict[str, str]:
+def split_patients(
+    patients: list[str],
+    fractions: tuple[float, float, float],
+    seed: int,
+    strata: dict[str, str] | None = None,
+) -> dict[str, str]:
     """Seeded assignment of patients to train/val/test, stratified (e.g. with / without lesion) so that
     every split sees every stratum when it is large enough; at least one patient per split overall."""
     unique = sorted(set(patients))
@@ -91,14 +97,18 @@ def split_patients(patients: list[str], fractions: tuple[float, float, float], s
             assignment[members[i]] = names[rank]
     missing = [split for split in SPLITS if split not in assignment.values()]
     if missing:
-        raise DatasetError(f"split fractions {fractions} leave the {missing} split(s) empty among "
-                           f"{len(unique)} patients; add patients or change 'split'.")
+        raise DatasetError(
+            f"split fractions {fractions} leave the {missing} split(s) empty among "
+            f"{len(unique)} patients; add patients or change 'split'."
+        )
     return assignment
 
 
 def _find_one(folder: Path, patterns: list[str]) -> Path | None:
     for pattern in patterns:
-        hits = sorted(p for p in folder.iterdir() if p.is_file() and re.fullmatch(pattern, p.name, re.IGNORECASE))
+        hits = sorted(
+            p for p in folder.iterdir() if p.is_file() and re.fullmatch(pattern, p.name, re.IGNORECASE)
+        )
         if hits:
             return hits[0]
     return None
@@ -120,8 +130,16 @@ def index_brats(root: Path, config: DatasetConfig, seed: int) -> list[StudyRecor
                 f"BraTS case '{case}' has a {config.modality} volume but no segmentation "
                 f"(expected '*_seg.nii.gz' or 'OTMultiClass.nii.gz'); slices cannot be labelled without it."
             )
-        records.append(StudyRecord(image=str(image), label=UNKNOWN, patient=case.name, mask=str(seg),
-                                   group="brain", is_volume=True))
+        records.append(
+            StudyRecord(
+                image=str(image),
+                label=UNKNOWN,
+                patient=case.name,
+                mask=str(seg),
+                group="brain",
+                is_volume=True,
+            )
+        )
     if not records:
         raise DatasetError(f"no BraTS case folder with a '{config.modality}' volume under '{root}'.")
     strata = {r.patient: "lesion" if _has_lesion(Path(r.mask)) else "clean" for r in records}
@@ -153,15 +171,24 @@ def index_bmad(root: Path, config: DatasetConfig, seed: int) -> list[StudyRecord
             base = root / split_dir / group
             images = _images_in(base / "img") or _images_in(base)
             if split == "train" and label == 1 and images:
-                raise DatasetError(f"BMAD layout: '{base}' holds anomalies in the training split; remove them.")
+                raise DatasetError(
+                    f"BMAD layout: '{base}' holds anomalies in the training split; remove them."
+                )
             for image in images:
                 mask = base / "label" / image.name
                 if label == 1 and not mask.is_file():
                     mask_candidates = _images_in(base / "label")
                     mask = next((m for m in mask_candidates if m.stem == image.stem), Path(""))
-                records.append(StudyRecord(
-                    image=str(image), label=label, patient=f"{split}/{group}/{image.stem}", split=split,
-                    mask=str(mask) if label == 1 and str(mask) else "", group=group))
+                records.append(
+                    StudyRecord(
+                        image=str(image),
+                        label=label,
+                        patient=f"{split}/{group}/{image.stem}",
+                        split=split,
+                        mask=str(mask) if label == 1 and str(mask) else "",
+                        group=group,
+                    )
+                )
     if not any(r.split == "train" for r in records):
         raise DatasetError(f"BMAD layout: no training images under '{root / 'train' / 'good'}'.")
     if not any(r.split == "test" for r in records):
@@ -189,6 +216,7 @@ def index_oct2017(root: Path, config: DatasetConfig, seed: int) -> list[StudyRec
     File names are `<CLASS>-<patient>-<n>.jpeg`; a patient found in the test folder is removed from
     training and validation so that no patient crosses splits.
     """
+
     def patient_of(path: Path) -> str:
         parts = path.stem.split("-")
         return parts[1] if len(parts) >= 3 else path.stem
@@ -199,11 +227,16 @@ def index_oct2017(root: Path, config: DatasetConfig, seed: int) -> list[StudyRec
         raise DatasetError(f"OCT2017 layout: '{test_root}' is missing.")
     for class_dir in sorted(p for p in test_root.iterdir() if p.is_dir()):
         label = 0 if class_dir.name.upper() == "NORMAL" else 1
-        test += [StudyRecord(image=str(p), label=label, patient=patient_of(p), split="test", group=class_dir.name)
-                 for p in _images_in(class_dir)]
+        test += [
+            StudyRecord(image=str(p), label=label, patient=patient_of(p), split="test", group=class_dir.name)
+            for p in _images_in(class_dir)
+        ]
     test_patients = {r.patient for r in test}
-    train = [StudyRecord(image=str(p), label=0, patient=patient_of(p), split="train", group="NORMAL")
-             for p in _images_in(root / "train" / "NORMAL") if patient_of(p) not in test_patients]
+    train = [
+        StudyRecord(image=str(p), label=0, patient=patient_of(p), split="train", group="NORMAL")
+        for p in _images_in(root / "train" / "NORMAL")
+        if patient_of(p) not in test_patients
+    ]
     if not train:
         raise DatasetError(f"OCT2017 layout: no usable images in '{root / 'train' / 'NORMAL'}'.")
     return _carve_validation(train, _fractions(config), seed) + test
@@ -219,7 +252,9 @@ def _split_labelled(records: list[StudyRecord], config: DatasetConfig, seed: int
     share_val = fractions[1] / (fractions[1] + fractions[2])
     order = np.random.default_rng(seed + 1).permutation(len(anomaly_patients))
     n_val = round(share_val * len(anomaly_patients))
-    anomaly_splits = {anomaly_patients[i]: ("val" if rank < n_val else "test") for rank, i in enumerate(order)}
+    anomaly_splits = {
+        anomaly_patients[i]: ("val" if rank < n_val else "test") for rank, i in enumerate(order)
+    }
     splits = {**anomaly_splits, **normal_splits}
     return [replace(r, split=splits[r.patient]) for r in records]
 
@@ -240,17 +275,24 @@ def index_wbc(root: Path, config: DatasetConfig, seed: int) -> list[StudyRecord]
         try:
             image_id, class_label = int(row[0]), int(row[1])
         except (ValueError, IndexError) as error:
-            raise DatasetError(f"WBC labels '{labels_path}', line {line_no}: expected 'id,class', got {row}.") from error
+            raise DatasetError(
+                f"WBC labels '{labels_path}', line {line_no}: expected 'id,class', got {row}."
+            ) from error
         image = _wbc_image(images_dir, image_id)
         if image is None:
-            raise DatasetError(f"WBC labels '{labels_path}' lists image {image_id}, not found in '{images_dir}'.")
+            raise DatasetError(
+                f"WBC labels '{labels_path}' lists image {image_id}, not found in '{images_dir}'."
+            )
         label = 0 if class_label in config.normal_classes else 1
         mask = ""
         if masks_dir is not None and label == 1:
             candidate = masks_dir / f"{image.stem}.png"
             mask = str(candidate) if candidate.is_file() else ""
-        records.append(StudyRecord(image=str(image), label=label, patient=image.stem, mask=mask,
-                                   group=f"class{class_label}"))
+        records.append(
+            StudyRecord(
+                image=str(image), label=label, patient=image.stem, mask=mask, group=f"class{class_label}"
+            )
+        )
     return _split_labelled(records, config, seed)
 
 
@@ -271,8 +313,15 @@ def index_folders(root: Path, config: DatasetConfig, seed: int) -> list[StudyRec
     for folder, label in ((config.normal_dir, 0), (config.abnormal_dir, 1)):
         for image in _images_in(root / folder):
             mask = masks_dir / image.name if masks_dir is not None and label == 1 else None
-            records.append(StudyRecord(image=str(image), label=label, patient=image.stem,
-                                       mask=str(mask) if mask is not None and mask.is_file() else "", group=folder))
+            records.append(
+                StudyRecord(
+                    image=str(image),
+                    label=label,
+                    patient=image.stem,
+                    mask=str(mask) if mask is not None and mask.is_file() else "",
+                    group=folder,
+                )
+            )
     if not any(r.label == 0 for r in records):
         raise DatasetError(f"no normal images in '{root / config.normal_dir}'.")
     return _split_labelled(records, config, seed)

@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 def slice_rules(config: DatasetConfig) -> SliceRules:
     first, last = config.slice_range if config.slice_range is not None else (0, None)
-    return SliceRules(axis=config.slice_axis, first=first, last=last,
-                      min_foreground_pixels=config.min_foreground_pixels)
+    return SliceRules(
+        axis=config.slice_axis, first=first, last=last, min_foreground_pixels=config.min_foreground_pixels
+    )
 
 
 def study_items(record: StudyRecord, params: Params, config: DatasetConfig) -> list[dict]:
@@ -77,21 +78,42 @@ def preprocess_dataset(name: str, params: Params) -> dict:
     rows = _cap(rows, config.max_images_per_split, params.common.seed)
     out_dir = Path(params.preprocess.out_dir) / name
     channels = 3 if any(_channels(r["image"]).shape[0] == 3 for split in rows.values() for r in split) else 1
-    summary = {"dataset": name, "adapter": config.adapter, "root": config.root, "channels": channels,
-               "image_size": params.common.image_size, "dropped_anomalous_training_slices": dropped, "splits": {}}
+    summary = {
+        "dataset": name,
+        "adapter": config.adapter,
+        "root": config.root,
+        "channels": channels,
+        "image_size": params.common.image_size,
+        "dropped_anomalous_training_slices": dropped,
+        "splits": {},
+    }
     index_rows = []
     for split in SPLITS:
         items = rows.get(split, [])
         if not items:
-            raise DatasetError(f"dataset '{name}': the '{split}' split is empty; check the data and split settings.")
+            raise DatasetError(
+                f"dataset '{name}': the '{split}' split is empty; check the data and split settings."
+            )
         _write_split(out_dir / f"{split}.npz", items, channels)
         labels = [r["label"] for r in items]
-        summary["splits"][split] = {"images": len(items), "normal": labels.count(0), "anomalous": labels.count(1),
-                                    "patients": len({r["patient"] for r in items}),
-                                    "with_mask": sum(r.get("mask") is not None and bool(np.any(r["mask"]))
-                                                     for r in items)}
-        index_rows += [{"split": split, "name": r["name"], "patient": r["patient"], "group": r["group"],
-                        "slice": r["slice"], "label": r["label"]} for r in items]
+        summary["splits"][split] = {
+            "images": len(items),
+            "normal": labels.count(0),
+            "anomalous": labels.count(1),
+            "patients": len({r["patient"] for r in items}),
+            "with_mask": sum(r.get("mask") is not None and bool(np.any(r["mask"])) for r in items),
+        }
+        index_rows += [
+            {
+                "split": split,
+                "name": r["name"],
+                "patient": r["patient"],
+                "group": r["group"],
+                "slice": r["slice"],
+                "label": r["label"],
+            }
+            for r in items
+        ]
     if summary["splits"]["test"]["anomalous"] == 0 or summary["splits"]["test"]["normal"] == 0:
         raise DatasetError(f"dataset '{name}': the test split needs both normal and anomalous images.")
     _write_index(out_dir / "index.csv", index_rows)
@@ -116,7 +138,9 @@ def _write_split(path: Path, items: list[dict], channels: int) -> None:
         image = _channels(item["image"])
         images.append(np.repeat(image, 3, axis=0) if image.shape[0] < channels else image)
     size = items[0]["image"].shape[-1]
-    masks = np.stack([np.zeros((size, size), bool) if item.get("mask") is None else item["mask"] for item in items])
+    masks = np.stack(
+        [np.zeros((size, size), bool) if item.get("mask") is None else item["mask"] for item in items]
+    )
     has_mask = np.array([item.get("mask") is not None for item in items])
     buffer = io.BytesIO()
     np.savez_compressed(

@@ -28,8 +28,15 @@ class SliceSet:
 
     def subset(self, keep: np.ndarray) -> SliceSet:
         index = np.flatnonzero(keep) if keep.dtype == bool else keep
-        return SliceSet(self.images[torch.from_numpy(index)], self.masks[index], self.has_mask[index],
-                        self.labels[index], self.patients[index], self.names[index], self.slices[index])
+        return SliceSet(
+            self.images[torch.from_numpy(index)],
+            self.masks[index],
+            self.has_mask[index],
+            self.labels[index],
+            self.patients[index],
+            self.names[index],
+            self.slices[index],
+        )
 
     def normals(self) -> SliceSet:
         return self.subset(self.labels == 0)
@@ -43,7 +50,9 @@ def load_split(processed_dir: str | Path, dataset: str, split: str) -> SliceSet:
     """Read `<processed_dir>/<dataset>/<split>.npz` written by the preprocess stage."""
     path = split_path(processed_dir, dataset, split)
     if not path.is_file():
-        raise DatasetError(f"processed split '{path}' is missing; run `dvc repro preprocess@{dataset}` first.")
+        raise DatasetError(
+            f"processed split '{path}' is missing; run `dvc repro preprocess@{dataset}` first."
+        )
     with np.load(path, allow_pickle=False) as data:
         return SliceSet(
             images=torch.from_numpy(data["images"]),

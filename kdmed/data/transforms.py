@@ -26,18 +26,24 @@ from kdmed.errors import StudyReadError
 
 def foreground_mask(volume: np.ndarray) -> np.ndarray:
     """Voxels that differ from the background value (the median of the volume's border voxels)."""
-    border = np.concatenate([volume[0].ravel(), volume[-1].ravel(), volume[:, 0].ravel(), volume[:, -1].ravel()])
+    border = np.concatenate(
+        [volume[0].ravel(), volume[-1].ravel(), volume[:, 0].ravel(), volume[:, -1].ravel()]
+    )
     background = float(np.median(border))
     scale = float(np.std(volume)) or 1.0
     return np.abs(volume - background) > 1e-3 * scale
 
 
-def normalize_percentiles(image: np.ndarray, foreground: np.ndarray, lower: float, upper: float) -> np.ndarray:
+def normalize_percentiles(
+    image: np.ndarray, foreground: np.ndarray, lower: float, upper: float
+) -> np.ndarray:
     """Scale to [0, 1] by percentiles taken inside the foreground only, so that a large empty background
     does not squash the tissue contrast; background is set to 0."""
     values = image[foreground]
     if values.size == 0:
-        raise StudyReadError("the study has no foreground voxels (an empty or constant image); nothing to score.")
+        raise StudyReadError(
+            "the study has no foreground voxels (an empty or constant image); nothing to score."
+        )
     lo, hi = np.percentile(values, [lower, upper])
     if hi <= lo:
         hi = lo + 1.0
@@ -66,7 +72,7 @@ def crop_padded(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray
     h, w = image.shape[-2:]
     out = np.zeros(image.shape[:-2] + (r1 - r0, c1 - c0), dtype=image.dtype)
     sr0, sr1, sc0, sc1 = max(r0, 0), min(r1, h), max(c0, 0), min(c1, w)
-    out[..., sr0 - r0:sr1 - r0, sc0 - c0:sc1 - c0] = image[..., sr0:sr1, sc0:sc1]
+    out[..., sr0 - r0 : sr1 - r0, sc0 - c0 : sc1 - c0] = image[..., sr0:sr1, sc0:sc1]
     return out
 
 
@@ -112,9 +118,9 @@ def to_unit_range(image: np.ndarray) -> np.ndarray:
     if not np.isfinite(image).all():
         raise StudyReadError("the image holds NaN or infinite values; re-export it.")
     lo, hi = float(image.min()), float(image.max())
-    if 0.0 <= lo and hi <= 1.0:
+    if lo >= 0.0 and hi <= 1.0:
         return image
-    if 0.0 <= lo and hi <= 255.0 and np.all(image == np.round(image)):
+    if lo >= 0.0 and hi <= 255.0 and np.all(image == np.round(image)):
         return image / 255.0
     return (image - lo) / ((hi - lo) or 1.0)
 
@@ -162,8 +168,12 @@ class CropSquareForegroundd(MapTransform):
         d = dict(data)
         view_shape = take_slice(d["foreground"][None], self.axis, 0).shape[-2:]
         if self.enabled:
-            projected = np.stack([take_slice(d["foreground"][None], self.axis, i)[0]
-                                  for i in range(d["foreground"].shape[self.axis])]).any(axis=0)
+            projected = np.stack(
+                [
+                    take_slice(d["foreground"][None], self.axis, i)[0]
+                    for i in range(d["foreground"].shape[self.axis])
+                ]
+            ).any(axis=0)
             box = square_box(projected, self.margin)
         else:
             box = (0, view_shape[0], 0, view_shape[1])
@@ -195,13 +205,22 @@ class ExtractSlicesd(MapTransform):
             if not self.keep_all and not (has_lesion or enough):
                 continue
             view = crop_padded(take_slice(image, self.rules.axis, index), box)
-            item = {"image": resize(view, self.image_size), "slice": index, "label": int(has_lesion),
-                    "foreground_pixels": int(foreground.sum()), "scoreable": has_lesion or enough}
+            item = {
+                "image": resize(view, self.image_size),
+                "slice": index,
+                "label": int(has_lesion),
+                "foreground_pixels": int(foreground.sum()),
+                "scoreable": has_lesion or enough,
+            }
             if self.keep_all:
                 item["view"] = view
             if lesion is not None:
-                item["mask"] = resize(crop_padded(lesion[None].astype(np.float32), box), self.image_size,
-                                      nearest=True)[0] > 0.5
+                item["mask"] = (
+                    resize(crop_padded(lesion[None].astype(np.float32), box), self.image_size, nearest=True)[
+                        0
+                    ]
+                    > 0.5
+                )
             out.append(item)
         return out
 
@@ -226,17 +245,22 @@ class LoadStudyd(MapTransform):
         return d
 
 
-def build_volume_transform(config: PreprocessConfig, rules: SliceRules, image_size: int,
-                           keep_all: bool = False) -> Compose:
+def build_volume_transform(
+    config: PreprocessConfig, rules: SliceRules, image_size: int, keep_all: bool = False
+) -> Compose:
     """Load -> channel first -> foreground percentile normalisation -> square foreground crop -> slices."""
-    return Compose([
-        LoadStudyd(["image", "mask"]),
-        EnsureChannelFirstd(["image", "mask"], channel_dim="no_channel", allow_missing_keys=True),
-        NormalizeForegroundd(["image"], config.lower_percentile, config.upper_percentile),
-        CropSquareForegroundd(["image"], axis=rules.axis, margin=config.crop_margin,
-                              enabled=config.crop_foreground),
-        ExtractSlicesd(rules, image_size, keep_all=keep_all),
-    ], map_items=False)
+    return Compose(
+        [
+            LoadStudyd(["image", "mask"]),
+            EnsureChannelFirstd(["image", "mask"], channel_dim="no_channel", allow_missing_keys=True),
+            NormalizeForegroundd(["image"], config.lower_percentile, config.upper_percentile),
+            CropSquareForegroundd(
+                ["image"], axis=rules.axis, margin=config.crop_margin, enabled=config.crop_foreground
+            ),
+            ExtractSlicesd(rules, image_size, keep_all=keep_all),
+        ],
+        map_items=False,
+    )
 
 
 class PrepareImaged(MapTransform):
@@ -261,7 +285,9 @@ class PrepareImaged(MapTransform):
             mask = np.asarray(d["mask"])
             mask = mask.max(axis=-1) if mask.ndim == 3 else mask
             if mask.shape != tuple(d["original_shape"]):
-                raise StudyReadError(f"mask shape {mask.shape} differs from image shape {tuple(d['original_shape'])}.")
+                raise StudyReadError(
+                    f"mask shape {mask.shape} differs from image shape {tuple(d['original_shape'])}."
+                )
             d["mask"] = resize((mask > 0)[None].astype(np.float32), self.image_size, nearest=True)[0] > 0.5
         return d
 

@@ -62,8 +62,10 @@ class Detector(nn.Module, ABC):
         """Teacher features (computed without gradient) and student features for the same images."""
 
     @abstractmethod
-    def loss(self, x01: torch.Tensor) -> torch.Tensor:
-        """The method's training loss over the batch (a scalar)."""
+    def loss(self, x01: torch.Tensor, teacher_features: Features | None = None) -> torch.Tensor:
+        """The method's training loss over the batch (a scalar). `teacher_features`, when given, are the
+        teacher's outputs for exactly these images (the training loop may cache them: the teacher is frozen
+        and training uses no augmentation, so they never change)."""
 
     @abstractmethod
     def predict(self, x01: torch.Tensor) -> Prediction:
@@ -76,3 +78,9 @@ class Detector(nn.Module, ABC):
     def teacher_features(self, x01: torch.Tensor) -> Features:
         with torch.no_grad():
             return self.teacher(self.normalize(x01))
+
+    def teacher_feature_bytes(self, height: int, width: int) -> int:
+        """Memory for one image's teacher features in float32, from the declared channels and strides."""
+        return sum(
+            4 * f.channels * -(-height // f.stride) * -(-width // f.stride) for f in self.teacher.feature_info
+        )

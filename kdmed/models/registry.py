@@ -27,4 +27,6 @@ def rebuild_detector(method: str, architecture: dict[str, Any]) -> Detector:
     try:
         return detector_class(method).from_architecture(architecture)
     except (KeyError, TypeError) as error:
-        raise CheckpointError(f"checkpoint architecture {architecture} is incomplete for {method!r}: {error}") from error
+        raise CheckpointError(
+            f"checkpoint architecture {architecture} is incomplete for {method!r}: {error}"
+        ) from error

@@ -62,18 +62,25 @@ class STPM(Detector):
 
     def __init__(self, config: StpmConfig, teacher_weights: str | None = None):
         layers = config.layers or layers_at_strides(config.backbone, config.strides)
-        super().__init__({"backbone": config.backbone, "layers": list(layers), "loss_scale": config.loss_scale})
+        super().__init__(
+            {"backbone": config.backbone, "layers": list(layers), "loss_scale": config.loss_scale}
+        )
         self.loss_scale = config.loss_scale
-        self.teacher = FeatureExtractor(config.backbone, layers, weights=teacher_weights or config.weights,
-                                        frozen=True)
+        self.teacher = FeatureExtractor(
+            config.backbone, layers, weights=teacher_weights or config.weights, frozen=True
+        )
         self.student = FeatureExtractor(config.backbone, layers, weights="random")
         self._freeze_teacher()
 
     @classmethod
     def from_architecture(cls, architecture: dict[str, Any]) -> STPM:
         """Rebuild the network of a checkpoint (weights are loaded afterwards, so no weight file is read)."""
-        config = StpmConfig(backbone=architecture["backbone"], layers=tuple(architecture["layers"]),
-                            loss_scale=architecture["loss_scale"], weights="random")
+        config = StpmConfig(
+            backbone=architecture["backbone"],
+            layers=tuple(architecture["layers"]),
+            loss_scale=architecture["loss_scale"],
+            weights="random",
+        )
         return cls(config)
 
     def features(self, x01: torch.Tensor) -> tuple[Features, Features]:
@@ -82,8 +89,11 @@ class STPM(Detector):
             teacher = self.teacher(x)
         return teacher, self.student(x)
 
-    def loss(self, x01: torch.Tensor) -> torch.Tensor:
-        teacher, student = self.features(x01)
+    def loss(self, x01: torch.Tensor, teacher_features: Features | None = None) -> torch.Tensor:
+        if teacher_features is None:
+            teacher, student = self.features(x01)
+        else:
+            teacher, student = teacher_features, self.student(self.normalize(x01))
         return stpm_loss(teacher, student, self.loss_scale)
 
     def predict(self, x01: torch.Tensor) -> Prediction:

@@ -190,6 +190,60 @@ def _lesion_fields(shape: tuple[int, ...], frame: tuple[np.ndarray, ...], lesion
     return r / radius, texture
 
 
+def _skull_and_scalp(rng: np.random.Generator, outside: np.ndarray,
+                     scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """(image with the shells outside the brain, head mask): CSF, inner table, diploe, outer table, scalp."""
+    bounds = np.cumsum(rng.uniform([1.4, 1.0, 1.4, 1.0, 3.5], [2.4, 1.5, 2.6, 1.6, 5.0])) * scale
+    shell_levels = (0.28, 0.1, 0.75, 0.12, 1.1)
+    image = np.zeros(outside.shape, dtype=np.float32)
+    for outer, inner, level in zip(bounds[::-1], [*bounds[::-1][1:], 0.0], shell_levels[::-1], strict=True):
+        image[(outside < outer) & (outside >= inner)] = level
+    # subcutaneous fat is the bright inner half of the scalp
+    image[(outside >= bounds[-2]) & (outside < bounds[-2] + 0.5 * (bounds[-1] - bounds[-2]))] = 1.35
+    return image, outside < bounds[-1]
+
+
+def _brain_tissue(rng: np.random.Generator, depth: np.ndarray, outline: np.ndarray,
+                  pushed: tuple[np.ndarray, ...], axes: np.ndarray, ventricles: np.ndarray, deep: np.ndarray,
+                  scale: float) -> np.ndarray:
+    """FLAIR level relative to white matter: cortex folded around sulci, deep grey nuclei, CSF spaces."""
+    shape = depth.shape
+    sulci_field = smooth_noise(rng, shape, 4.5 * scale)
+    sulcus_depth = (9.0 + 3.0 * outline) * scale
+    grey_ribbon = rng.uniform(2.2, 3.2) * scale
+    # the interhemispheric fissure runs from the surface down to the corpus callosum, lined by cortex
+    above_callosum = ((pushed[1] / (0.6 * axes[1])) ** 2 + (pushed[2] / (0.42 * axes[2])) ** 2) > 1
+    midline = np.abs(pushed[0])
+    fissure = (midline < 1.0 * scale) & above_callosum
+    grey = (depth < grey_ribbon) | ((np.abs(sulci_field) < 0.5) & (depth < sulcus_depth + grey_ribbon))
+    grey |= (midline < 3.5 * scale) & above_callosum
+    csf = ((np.abs(sulci_field) < 0.15) & (depth < sulcus_depth)) | fissure | ventricles
+    grey_level = rng.uniform(1.3, 1.42)
+    tissue = np.where(deep, 1.14, np.where(grey, grey_level, 1.0)).astype(np.float32)
+    tissue *= 1.0 + 0.035 * smooth_noise(rng, shape, 5 * scale)
+    tissue[csf] = np.where(ventricles[csf], 0.14, 0.3)  # FLAIR nulls free water; sulci keep partial volume
+    return tissue
+
+
+def _acquire(rng: np.random.Generator, noise_rng: np.random.Generator, image: np.ndarray,
+             frame: tuple[np.ndarray, ...], axes: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """Partial-volume blur, a smooth multiplicative bias field, scanner scaling and Rician noise."""
+    image = ndimage.gaussian_filter(image, 0.6)
+    coords = [c / float(axes.max()) for c in frame]
+    bias = sum(rng.normal(0, 1) * c for c in coords) + sum(
+        rng.normal(0, 0.6) * c1 * c2 for i, c1 in enumerate(coords) for c2 in coords[i:])
+    image *= np.exp(rng.uniform(0.06, 0.16) * bias).astype(np.float32)
+    white_matter = rng.uniform(150.0, 230.0)  # arbitrary scanner units
+    image *= white_matter
+    # magnitude of a complex signal with Gaussian noise in both channels, then the slight smoothing of
+    # resampling to 1 mm isotropic voxels (as BraTS volumes are), which correlates neighbouring noise
+    sigma = rng.uniform(0.03, 0.045) * white_matter
+    real = image + noise_rng.standard_normal(image.shape, dtype=np.float32) * sigma
+    imag = noise_rng.standard_normal(image.shape, dtype=np.float32) * sigma
+    image = ndimage.gaussian_filter(np.sqrt(real * real + imag * imag), 0.7)
+    return np.where(head, np.rint(image), 0.0).astype(np.float32)
+
+
 def render_brain_case(spec: BrainDemoSpec, seed: int, index: int,
                       abnormal: bool) -> tuple[np.ndarray, np.ndarray]:
     """One case as arrays: (FLAIR float32, segmentation uint8), both of ``spec.shape``.
@@ -209,60 +263,21 @@ def render_brain_case(spec: BrainDemoSpec, seed: int, index: int,
     rho = np.sqrt((x / a_eff) ** 2 + (y / axes[1]) ** 2 + (z / axes[2]) ** 2)
     outline = smooth_noise(anatomy_rng, shape, 18 * scale)
     rho = np.maximum(rho * (1.0 + 0.025 * outline), 1e-3)
-    radius = np.sqrt(x * x + y * y + z * z)
-    outside = radius * (1.0 - 1.0 / rho)  # mm outside the brain surface along the ray from the centre
+    outside = np.sqrt(x * x + y * y + z * z) * (1.0 - 1.0 / rho)  # mm beyond the brain surface, radially
 
     lesions = _sample_lesions(lesion_rng, axes, scale) if abnormal else []
     pushed = _push(frame, lesions) if lesions else frame
     ventricles, deep = _deep_structures(pushed, anatomy_rng, axes, scale)
-
-    # shells outside the brain: CSF, inner table, diploe, outer table, scalp (mm)
-    bounds = np.cumsum(anatomy_rng.uniform([1.4, 1.0, 1.4, 1.0, 3.5], [2.4, 1.5, 2.6, 1.6, 5.0])) * scale
-    shell_levels = (0.28, 0.1, 0.75, 0.12, 1.1)
-    image = np.zeros(shape, dtype=np.float32)
-    for outer, inner, level in zip(bounds[::-1], [*bounds[::-1][1:], 0.0], shell_levels[::-1], strict=True):
-        image[(outside < outer) & (outside >= inner)] = level
-    head = outside < bounds[-1]
-    # subcutaneous fat is the bright inner half of the scalp
-    image[(outside >= bounds[-2]) & (outside < bounds[-2] + 0.5 * (bounds[-1] - bounds[-2]))] = 1.35
-
+    image, head = _skull_and_scalp(anatomy_rng, outside, scale)
     brain = outside < 0
-    depth = -outside
-    sulci_field = smooth_noise(anatomy_rng, shape, 4.5 * scale)
-    sulcus_depth = (9.0 + 3.0 * outline) * scale
-    grey_ribbon = anatomy_rng.uniform(2.2, 3.2) * scale
-    # the interhemispheric fissure runs from the surface down to the corpus callosum, lined by cortex
-    above_callosum = ((pushed[1] / (0.6 * axes[1])) ** 2 + (pushed[2] / (0.42 * axes[2])) ** 2) > 1
-    midline = np.abs(pushed[0])
-    fissure = (midline < 1.0 * scale) & above_callosum
-    grey = (depth < grey_ribbon) | ((np.abs(sulci_field) < 0.5) & (depth < sulcus_depth + grey_ribbon))
-    grey |= (midline < 3.5 * scale) & above_callosum
-    csf = ((np.abs(sulci_field) < 0.15) & (depth < sulcus_depth)) | fissure | ventricles
-    grey_level = anatomy_rng.uniform(1.3, 1.42)
-    tissue = np.where(deep, 1.14, np.where(grey, grey_level, 1.0)).astype(np.float32)
-    tissue *= 1.0 + 0.035 * smooth_noise(anatomy_rng, shape, 5 * scale)
-    tissue[csf] = np.where(ventricles[csf], 0.14, 0.3)
+    tissue = _brain_tissue(anatomy_rng, -outside, outline, pushed, axes, ventricles, deep, scale)
     image[brain] = tissue[brain]
 
     seg = np.zeros(shape, dtype=np.uint8)
     for lesion in lesions:
         _paint_lesion(image, seg, lesion, frame, brain & ~ventricles, lesion_rng)
-
-    # acquisition: partial volume, bias field, Rician noise, scanner scaling
-    image = ndimage.gaussian_filter(image, 0.6)
-    coords = [c / float(axes.max()) for c in frame]
-    bias = sum(anatomy_rng.normal(0, 1) * c for c in coords) + sum(
-        anatomy_rng.normal(0, 0.6) * c1 * c2 for i, c1 in enumerate(coords) for c2 in coords[i:])
-    image *= np.exp(anatomy_rng.uniform(0.06, 0.16) * bias).astype(np.float32)
-    white_matter = anatomy_rng.uniform(150.0, 230.0)  # arbitrary scanner units
-    image *= white_matter
-    sigma = anatomy_rng.uniform(0.025, 0.04) * white_matter
-    real = image + noise_rng.standard_normal(shape, dtype=np.float32) * sigma
-    imag = noise_rng.standard_normal(shape, dtype=np.float32) * sigma
-    image = np.sqrt(real * real + imag * imag)
-    image = np.where(head, np.rint(image), 0.0).astype(np.float32)
     seg[~brain] = 0
-    return image, seg
+    return _acquire(anatomy_rng, noise_rng, image, frame, axes, head), seg
 
 
 def _paint_lesion(image: np.ndarray, seg: np.ndarray, lesion: _Lesion, frame: tuple[np.ndarray, ...],

@@ -3,10 +3,11 @@
 A scan is built in linear reflectivity, then passed through the same "acquisition" for every image:
 multiplicative speckle, a noise floor, vignetting, log compression and a slight blur. The retina follows
 a gently curved, tilted Bruch's membrane; its layers (bright RNFL, dark nuclear layers, bright
-ellipsoid/RPE complex) thin into a foveal pit whose position, width and depth vary. Abnormal scans carry
-intraretinal cysts or subretinal fluid (dark, smooth-edged pockets that lift the layers above them) or
-drusen (domes of moderately reflective material under an elevated RPE); the mask covers exactly those
-regions.
+ellipsoid/RPE complex) thin into a foveal pit whose position, width and depth vary; the choroid below
+fades into the dark sclera. Abnormal scans carry intraretinal cysts and/or a subretinal detachment (dark,
+smooth-edged pockets that lift the layers above them; shed outer segments line a detachment's roof) or
+drusen (domes of moderately reflective material under an elevated RPE). The mask covers the fluid
+pockets, or the drusen with the RPE band lying on them.
 """
 
 from __future__ import annotations
@@ -92,11 +93,11 @@ def _fluid(rng: np.random.Generator, x: np.ndarray, fovea: float, sx: float,
     style = rng.choice(["cysts", "detachment", "both"], p=[0.45, 0.25, 0.3])
     if style != "detachment":
         for _ in range(rng.integers(1, 5)):
-            half_w, half_h = rng.uniform(15, 38) * sx, rng.uniform(7, 16) * sy
+            half_w, half_h = rng.uniform(16, 40) * sx, rng.uniform(8, 18) * sy
             cysts.append((fovea + rng.uniform(-70, 70) * sx, rng.uniform(-4, 8) * sy, half_w, half_h))
     if style != "cysts":
         centre = fovea + rng.uniform(-50, 50) * sx
-        detachment = rng.uniform(16, 36) * sy * _bump(x, centre, rng.uniform(40, 90) * sx, 1.5)
+        detachment = rng.uniform(20, 40) * sy * _bump(x, centre, rng.uniform(40, 90) * sx, 1.5)
     return cysts, detachment
 
 
@@ -105,98 +106,135 @@ def _drusen(rng: np.random.Generator, x: np.ndarray, fovea: float, sx: float, sy
     elevation = np.zeros_like(x)
     for _ in range(rng.integers(1, 5)):
         centre = fovea + rng.uniform(-110, 110) * sx
-        dome = rng.uniform(10, 26) * sy * _bump(x, centre, rng.uniform(18, 45) * sx, 0.8)
+        dome = rng.uniform(12, 28) * sy * _bump(x, centre, rng.uniform(20, 48) * sx, 0.8)
         elevation = np.maximum(elevation, dome)
     return elevation
 
 
-def render_oct_scan(height: int, width: int, rng: np.random.Generator,
-                    kind: str = "normal") -> tuple[np.ndarray, np.ndarray]:
-    """One B-scan: (uint8 image (H, W), bool mask (H, W)); ``kind`` is "normal", "fluid" or "drusen"."""
-    sy, sx = height / REFERENCE_SIZE[0], width / REFERENCE_SIZE[1]
-    anatomy_rng, lesion_rng, noise_rng = rng.spawn(3)
-    x = np.arange(width, dtype=np.float64)
-    y = np.arange(height, dtype=np.float64)[:, None]
+@dataclass(frozen=True)
+class _Eye:
+    """Per-scan geometry: Bruch's membrane row per column, foveal pit profile, layer thickness wobble."""
 
-    # Bruch's membrane: tilted, bowed, slowly undulating
-    fovea = anatomy_rng.uniform(0.35, 0.65) * width
+    fovea: float
+    bruch: np.ndarray
+    pit: np.ndarray
+    wave: np.ndarray
+    nasal: float
+
+
+def _eye(rng: np.random.Generator, x: np.ndarray, height: int, width: int, sx: float, sy: float) -> _Eye:
+    fovea = rng.uniform(0.35, 0.65) * width
     dx = x - fovea
-    bruch = (anatomy_rng.uniform(0.48, 0.64) * height + anatomy_rng.uniform(-0.1, 0.1) * sy / sx * dx
-             - anatomy_rng.uniform(-0.2, 0.8) * 1e-4 * sy / sx**2 * dx * dx
-             + 2.0 * sy * smooth_noise(anatomy_rng, (width,), 90 * sx))
-    pit = np.exp(-0.5 * (dx / (anatomy_rng.uniform(20, 34) * sx)) ** 2) * anatomy_rng.uniform(0.8, 0.97)
-    thickness_wave = 1.0 + 0.08 * smooth_noise(anatomy_rng, (width,), 60 * sx)
-    nasal = anatomy_rng.choice([-1.0, 1.0])
+    # Bruch's membrane: tilted, bowed, slowly undulating
+    bruch = (rng.uniform(0.48, 0.64) * height + rng.uniform(-0.1, 0.1) * sy / sx * dx
+             - rng.uniform(-0.2, 0.8) * 1e-4 * sy / sx**2 * dx * dx
+             + 2.0 * sy * smooth_noise(rng, (width,), 90 * sx))
+    pit = np.exp(-0.5 * (dx / (rng.uniform(20, 34) * sx)) ** 2) * rng.uniform(0.8, 0.97)
+    wave = 1.0 + 0.08 * smooth_noise(rng, (width,), 60 * sx)
+    return _Eye(fovea, bruch, pit, wave, float(rng.choice([-1.0, 1.0])))
 
-    cysts: list[tuple[float, float, float, float]] = []
-    detachment = elevation = np.zeros(width)
-    if kind == "fluid":
-        cysts, detachment = _fluid(lesion_rng, x, fovea, sx, sy)
-    elif kind == "drusen":
-        elevation = _drusen(lesion_rng, x, fovea, sx, sy)
-    # intraretinal cysts thicken the retina above them
-    swelling = sum((1.6 * hh * _bump(x, cx, 1.2 * hw) for cx, _, hw, hh in cysts), np.zeros(width))
 
-    # layer boundaries, from Bruch's membrane upwards; row of the top edge of each layer
+def _retina(rng: np.random.Generator, eye: _Eye, x: np.ndarray, y: np.ndarray, sx: float, sy: float,
+            swelling: np.ndarray, detachment: np.ndarray,
+            elevation: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Layered reflectivity above Bruch's membrane and the top edge (row per column) of every layer.
+
+    Layers are stacked upwards from the (possibly drusen-elevated) RPE; intraretinal swelling thickens
+    the outer nuclear layer and a detachment stretches the outer segments, so everything above moves up.
+    """
+    dx = x - eye.fovea
     levels = [VITREOUS]
     tops: list[np.ndarray] = []
-    edge = bruch - elevation
+    edge = eye.bruch - elevation
     for name, reflect, thick in reversed(LAYERS):
-        t = thick * sy * thickness_wave * anatomy_rng.uniform(0.85, 1.15)
+        t = thick * sy * eye.wave * rng.uniform(0.85, 1.15)
         if name == "rnfl":  # thicker on the nasal side (towards the optic disc)
-            t = t * (1.0 + 0.6 * np.tanh(nasal * dx / (60 * sx)))
+            t = t * (1.0 + 0.6 * np.tanh(eye.nasal * dx / (60 * sx)))
         if name in INNER:
-            t = t * (1.0 - pit)
+            t = t * (1.0 - eye.pit)
         elif name == "onl":
-            t = t * (1.0 + 0.5 * pit) + swelling
+            t = t * (1.0 + 0.5 * eye.pit) + swelling
         elif name == "outer_segments":
             t = t + detachment
         edge = edge - t
         tops.append(edge)
-        levels.append(reflect * anatomy_rng.uniform(0.9, 1.1))
+        levels.append(reflect * rng.uniform(0.9, 1.1))
     tops, levels = tops[::-1], levels[:1] + levels[1:][::-1]
-    edges = dict(zip(NAMES, tops, strict=True))
-
-    # compose with soft (sub-pixel) edges, top layer first
-    reflect = np.full((height, width), VITREOUS)
+    # soft (sub-pixel) edges, top layer first
+    image = np.full((y.shape[0], x.shape[0]), VITREOUS)
     for top, level_above, level in zip(tops, levels[:-1], levels[1:], strict=True):
-        reflect += (level - level_above) / (1.0 + np.exp(-(y - top) / 0.6))
-    below = y - bruch
-    choroid_level = CHOROID * anatomy_rng.uniform(0.85, 1.15)
-    vessels = ndimage.zoom(smooth_noise(anatomy_rng, (height, width // 2), 7 * sy), (1, width / (width // 2)),
+        image += (level - level_above) / (1.0 + np.exp(-(y - top) / 0.6))
+    return image, dict(zip(NAMES, tops, strict=True))
+
+
+def _choroid(rng: np.random.Generator, reflect: np.ndarray, below: np.ndarray, sy: float) -> np.ndarray:
+    """Replace everything below Bruch's membrane by a vascular choroid fading into the dark sclera."""
+    height, width = reflect.shape
+    level = CHOROID * rng.uniform(0.85, 1.15)
+    vessels = ndimage.zoom(smooth_noise(rng, (height, width // 2), 7 * sy), (1, width / (width // 2)),
                            order=1)[:, :width]  # vessel lumens look stretched along the scan
-    # the choroid fades into the dark sclera within a few tens of pixels
-    choroid = choroid_level * np.exp(-np.maximum(below, 0) / (anatomy_rng.uniform(12, 20) * sy))
+    choroid = level * np.exp(-np.maximum(below, 0) / (rng.uniform(12, 20) * sy))
     choroid = choroid * np.clip(0.7 + 0.3 * vessels, 0.3, 1.2)
     under = 1.0 / (1.0 + np.exp(-below / 0.8))
-    reflect = reflect * (1.0 - under) + choroid * under
+    return reflect * (1.0 - under) + choroid * under
+
+
+def _fill_fluid(rng: np.random.Generator, reflect: np.ndarray, edges: dict[str, np.ndarray],
+                cysts: list[tuple[float, float, float, float]], detachment: np.ndarray, x: np.ndarray,
+                y: np.ndarray, sy: float) -> tuple[np.ndarray, np.ndarray]:
+    """Darken the cysts and the subretinal gap; return (reflectivity, fluid mask)."""
+    # the detached photoreceptor outer segments hang above a dark gap over the interdigitation zone
+    attached = edges["interdigitation"]
+    gap = (detachment > 1.5 * sy) & (y > attached - detachment) & (y < attached)
+    pocket = np.zeros(reflect.shape)
+    for cx, lift, hw, hh in cysts:
+        cy = edges["onl"] + 0.5 * (edges["elm"] - edges["onl"]) - lift
+        u = ((x - cx) / hw) ** 2 + ((y - cy) / hh) ** 2
+        pocket = np.maximum(pocket, 1.0 / (1.0 + np.exp((np.sqrt(u) - 1.0) / 0.06)))
+    pocket = np.maximum(pocket, gap)
+    reflect = reflect * (1.0 - pocket) + FLUID * pocket
+    # elongated, shed outer segments line the roof of a detachment with granular reflective material
+    shed = gap & (y < attached - detachment + rng.uniform(0.15, 0.3) * detachment)
+    granular = 0.45 * np.clip(1.0 + 0.5 * smooth_noise(rng, reflect.shape, 2), 0.2, 2.0)
+    return np.where(shed, granular, reflect), pocket > 0.5
+
+
+def render_oct_scan(height: int, width: int, rng: np.random.Generator,
+                    kind: str = "normal") -> tuple[np.ndarray, np.ndarray]:
+    """One B-scan: (uint8 image (H, W), bool mask (H, W)); ``kind`` is "normal", "fluid" or "drusen".
+
+    Geometry and acquisition come from their own generators and the abnormality from a third, so a
+    normal and an abnormal scan share exactly the same distribution of everything else.
+    """
+    if kind not in ("normal", *ABNORMAL_KINDS):
+        raise ValueError(f"unknown OCT scan kind {kind!r}; use 'normal', 'fluid' or 'drusen'")
+    sy, sx = height / REFERENCE_SIZE[0], width / REFERENCE_SIZE[1]
+    anatomy_rng, lesion_rng, noise_rng = rng.spawn(3)
+    x = np.arange(width, dtype=np.float64)
+    y = np.arange(height, dtype=np.float64)[:, None]
+    eye = _eye(anatomy_rng, x, height, width, sx, sy)
+
+    cysts: list[tuple[float, float, float, float]] = []
+    detachment = elevation = np.zeros(width)
+    if kind == "fluid":
+        cysts, detachment = _fluid(lesion_rng, x, eye.fovea, sx, sy)
+    elif kind == "drusen":
+        elevation = _drusen(lesion_rng, x, eye.fovea, sx, sy)
+    # intraretinal cysts thicken the retina above them
+    swelling = sum((1.6 * hh * _bump(x, cx, 1.2 * hw) for cx, _, hw, hh in cysts), np.zeros(width))
+    reflect, edges = _retina(anatomy_rng, eye, x, y, sx, sy, swelling, detachment, elevation)
+    reflect = _choroid(anatomy_rng, reflect, y - eye.bruch, sy)
 
     mask = np.zeros((height, width), dtype=bool)
     if kind == "drusen":
-        druse = (elevation > 1.5 * sy) & (y < bruch) & (y > bruch - elevation - 3.0 * sy)
-        material = (y > bruch - elevation) & (y < bruch)
+        # moderately reflective material between Bruch's membrane and the elevated RPE
+        material = (y > eye.bruch - elevation) & (y < eye.bruch)
         texture = smooth_noise(lesion_rng, (height, width), 3)
-        reflect = np.where(material, DRUSE * (1.0 + 0.25 * texture), reflect)
-        mask = druse
+        reflect = np.where(material, DRUSE * np.clip(1.0 + 0.25 * texture, 0.3, 1.7), reflect)
+        mask = (elevation > 1.5 * sy) & (y < eye.bruch) & (y > eye.bruch - elevation - 3.0 * sy)
     elif kind == "fluid":
-        # the detached photoreceptor outer segments hang above a dark gap over the interdigitation zone
-        attached = edges["interdigitation"]
-        gap = (detachment > 1.5 * sy) & (y > attached - detachment) & (y < attached)
-        pocket = np.zeros((height, width))
-        for cx, lift, hw, hh in cysts:
-            cy = edges["onl"] + 0.5 * (edges["elm"] - edges["onl"]) - lift
-            u = ((x - cx) / hw) ** 2 + ((y - cy) / hh) ** 2
-            pocket = np.maximum(pocket, 1.0 / (1.0 + np.exp((np.sqrt(u) - 1.0) / 0.06)))
-        pocket = np.maximum(pocket, gap)
-        reflect = reflect * (1.0 - pocket) + FLUID * pocket
-        # elongated, shed outer segments line the roof of a detachment with granular reflective material
-        shed = gap & (y < attached - detachment + lesion_rng.uniform(0.15, 0.3) * detachment)
-        granular = 0.45 * np.clip(1.0 + 0.5 * smooth_noise(lesion_rng, (height, width), 2), 0.2, 2.0)
-        reflect = np.where(shed, granular, reflect)
-        mask = pocket > 0.5
-
-    image = _acquire(reflect, noise_rng, sx, sy)
-    return image, mask
+        reflect, mask = _fill_fluid(lesion_rng, reflect, edges, cysts, detachment, x, y, sy)
+    return _acquire(reflect, noise_rng, sx, sy), mask
 
 
 def _acquire(reflect: np.ndarray, rng: np.random.Generator, sx: float, sy: float) -> np.ndarray:
@@ -214,7 +252,7 @@ def _acquire(reflect: np.ndarray, rng: np.random.Generator, sx: float, sy: float
     linear = reflect * speckle * vignette * gain + floor
     # log display with the black level set a little above the noise floor, as scanners do
     black = rng.uniform(0.018, 0.03)
-    shown = np.log(linear / black) / np.log(rng.uniform(1.0, 1.3) / black)
+    shown = np.log(np.maximum(linear, 1e-6) / black) / np.log(rng.uniform(1.0, 1.3) / black)
     shown = ndimage.gaussian_filter(np.maximum(shown, 0.0), rng.uniform(0.5, 0.9) * min(sx, sy))
     return to_uint8(shown)
 
