@@ -167,6 +167,7 @@ class TrainConfig:
     """The one training loop (`kdmed.train`)."""
 
     epochs: int = 100
+    steps: int = 0  # > 0: train for this many optimiser steps (rounded up to whole epochs) instead of `epochs`
     max_train_images: int = 0  # 0 trains on every normal training slice
     out_dir: str = "models"
     validate_every: int = 1  # epochs between checkpoint-selection passes on held-out normals
@@ -180,6 +181,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "train.epochs", self.epochs, ">= 1")
+        require(self.steps >= 0, "train.steps", self.steps, "0 (use epochs) or a positive step count")
         require(
             0.5 <= self.target_specificity < 1.0,
             "train.target_specificity",

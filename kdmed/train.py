@@ -231,6 +231,15 @@ def checkpoint_path(params: Params, dataset: str, method: str) -> Path:
     return Path(params.train.out_dir) / dataset / method / "model.safetensors"
 
 
+def epochs_for(epochs: int, steps: int, images: int, batch_size: int) -> int:
+    """Whole epochs to train: `epochs`, or, when `steps` > 0, enough epochs for that many optimiser steps
+    (so that datasets of different sizes get the same amount of training)."""
+    if steps <= 0:
+        return epochs
+    per_epoch = max(1, images // batch_size)
+    return max(1, -(-steps // per_epoch))
+
+
 def train_log_path(params: Params, dataset: str, method: str) -> Path:
     """Per-epoch training curves, beside the evaluation reports (git-tracked, small, for `dvc plots`)."""
     return Path(params.evaluate.out_dir) / dataset / method / "train_log.csv"
@@ -255,12 +264,13 @@ def train_stage(params: Params, dataset: str, method: str) -> dict:
     detector = build_detector(method, method_config)
     state_file = Path("tmp") / "train_state" / f"{dataset}_{method}.pt" if params.train.resume else None
     batch_size = min(method_config.batch_size, train_images.shape[0])
+    epochs = epochs_for(params.train.epochs, params.train.steps, train_images.shape[0], batch_size)
     started = time.perf_counter()
     state = fit(
         detector,
         train_images,
         val_normals.images,
-        epochs=params.train.epochs,
+        epochs=epochs,
         batch_size=batch_size,
         optimizer_config=method_config.optimizer,
         device=device,
@@ -293,7 +303,8 @@ def train_stage(params: Params, dataset: str, method: str) -> dict:
         "teacher_weights": detector.teacher.weights_source,
         "calibration": calibration,
         "training": {
-            "epochs": params.train.epochs,
+            "epochs": epochs,
+            "steps": epochs * max(1, train_images.shape[0] // batch_size),
             "best_epoch": state.best_epoch,
             "best_val_selection": state.best_value,
             "train_images": int(train_images.shape[0]),

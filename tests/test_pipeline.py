@@ -43,7 +43,7 @@ TINY = {
         }
     },
     "methods": {"stpm": {"batch_size": 8}},
-    "train": {"epochs": 2},
+    "train": {"epochs": 2, "steps": 0},
 }
 
 

@@ -43,7 +43,7 @@ def tiny_brain(tmp_path_factory):
     }
     data["pipeline"]["datasets"] = ["brain"]
     data["preprocess"]["out_dir"] = str(root / "processed")
-    data["train"].update(out_dir=str(root / "models"), epochs=2, resume=False)
+    data["train"].update(out_dir=str(root / "models"), epochs=2, steps=0, validate_every=1, resume=False)
     data["evaluate"]["out_dir"] = str(root / "reports")
     data["methods"]["stpm"]["batch_size"] = 8
     path = root / "params.yaml"
