@@ -167,7 +167,9 @@ class TrainConfig:
     """The one training loop (`kdmed.train`)."""
 
     epochs: int = 100
-    steps: int = 0  # > 0: train for this many optimiser steps (rounded up to whole epochs) instead of `epochs`
+    steps: int = (
+        0  # > 0: train for this many optimiser steps (rounded up to whole epochs) instead of `epochs`
+    )
     max_train_images: int = 0  # 0 trains on every normal training slice
     out_dir: str = "models"
     validate_every: int = 1  # epochs between checkpoint-selection passes on held-out normals

@@ -36,7 +36,8 @@ def roc_points(labels: np.ndarray, scores: np.ndarray) -> list[dict]:
     tpr, fpr = tp / max(y.sum(), 1), fp / max((1 - y).sum(), 1)
     rows = [{"fpr": 0.0, "tpr": 0.0, "threshold": float(s[0]) + 1e-12}]
     rows += [
-        {"fpr": float(f), "tpr": float(t), "threshold": float(s[i])} for f, t, i in zip(fpr, tpr, distinct, strict=True)
+        {"fpr": float(f), "tpr": float(t), "threshold": float(s[i])}
+        for f, t, i in zip(fpr, tpr, distinct, strict=True)
     ]
     return rows
 
@@ -127,7 +128,8 @@ def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
                 test.labels,
                 result.scores,
                 normalized_score(result.scores, checkpoint.metadata["calibration"]),
-                flagged, strict=False,
+                flagged,
+                strict=False,
             )
         ],
     )

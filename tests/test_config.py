@@ -25,7 +25,15 @@ def test_repository_params_load():
     params = load_params(REPO / "params.yaml")
     assert params.common.image_size % 32 == 0
     assert set(params.pipeline.datasets) <= set(params.datasets)
-    assert params.methods.stpm.optimizer.lr == pytest.approx(0.4)
+    assert params.methods.stpm.optimizer.name == "sgd"
+
+
+def test_code_defaults_are_the_official_stpm_settings():
+    from kdmed.config import StpmConfig
+
+    config = StpmConfig()
+    assert (config.backbone, config.batch_size, config.optimizer.lr) == ("resnet18", 32, pytest.approx(0.4))
+    assert (config.optimizer.momentum, config.optimizer.weight_decay) == (0.9, pytest.approx(1e-4))
 
 
 @pytest.mark.parametrize(

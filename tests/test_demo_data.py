@@ -28,8 +28,9 @@ from kdmed.errors import ConfigError
 TINY = DemoSpec(
     seed=0,
     brain=BrainDemoSpec(normal_cases=1, abnormal_cases=2, shape=(48, 48, 32)),
-    oct=OctDemoSpec(train_normal=2, valid_normal=1, valid_abnormal=2, test_normal=1, test_abnormal=2,
-                    height=64, width=96),
+    oct=OctDemoSpec(
+        train_normal=2, valid_normal=1, valid_abnormal=2, test_normal=1, test_abnormal=2, height=64, width=96
+    ),
     wbc=WbcDemoSpec(normal=2, abnormal=5, size=48),
 )
 
@@ -67,8 +68,10 @@ def test_layout_is_exactly_what_the_adapters_expect(demo: tuple[Path, dict]) -> 
     files = set(_tree(root))
     brain = {f"brain/demo_{i:05d}/demo_{i:05d}_{kind}.nii.gz" for i in range(3) for kind in ("flair", "seg")}
     oct_files = {
-        "oct/train/good/img/normal_0000.png", "oct/train/good/img/normal_0001.png",
-        "oct/valid/good/img/normal_0000.png", "oct/test/good/img/normal_0000.png",
+        "oct/train/good/img/normal_0000.png",
+        "oct/train/good/img/normal_0001.png",
+        "oct/valid/good/img/normal_0000.png",
+        "oct/test/good/img/normal_0000.png",
     }
     for split in ("valid", "test"):
         for name in ("fluid_0000.png", "drusen_0001.png"):
@@ -125,7 +128,7 @@ def test_oct_abnormality_lies_inside_the_retina(kind: str) -> None:
         rows, cols = np.nonzero(mask)
         for col in np.unique(cols):  # retinal tissue (bright layers), not vitreous, lies just above the mask
             top = rows[cols == col].min()
-            assert image[max(top - 30, 0):top, max(col - 2, 0):col + 3].max() > 100, (index, col)
+            assert image[max(top - 30, 0) : top, max(col - 2, 0) : col + 3].max() > 100, (index, col)
         normal, _ = render_oct_scan(256, 384, case_rng(0, "test", index), "normal")
         assert np.abs(image[:8].astype(int).mean() - normal[:8].astype(int).mean()) < 2  # same vitreous noise
 
@@ -160,16 +163,33 @@ def test_same_seed_same_bytes_other_seed_other_bytes(demo: tuple[Path, dict], tm
 
 def test_a_case_does_not_depend_on_how_many_others_are_made(demo: tuple[Path, dict], tmp_path: Path) -> None:
     root, _ = demo
-    generate_oct(tmp_path, OctDemoSpec(train_normal=1, valid_normal=0, valid_abnormal=0, test_normal=0,
-                                       test_abnormal=3, height=64, width=96), seed=0)
-    for name in ("train/good/img/normal_0000.png", "test/Ungood/img/fluid_0000.png",
-                 "test/Ungood/label/drusen_0001.png"):
+    generate_oct(
+        tmp_path,
+        OctDemoSpec(
+            train_normal=1,
+            valid_normal=0,
+            valid_abnormal=0,
+            test_normal=0,
+            test_abnormal=3,
+            height=64,
+            width=96,
+        ),
+        seed=0,
+    )
+    for name in (
+        "train/good/img/normal_0000.png",
+        "test/Ungood/img/fluid_0000.png",
+        "test/Ungood/label/drusen_0001.png",
+    ):
         assert (tmp_path / "oct" / name).read_bytes() == (root / "oct" / name).read_bytes()
 
 
 def test_rerun_replaces_domain_folders_only(tmp_path: Path) -> None:
-    spec = DemoSpec(brain=BrainDemoSpec(1, 0, (32, 32, 32)), oct=OctDemoSpec(1, 0, 0, 0, 0, 64, 64),
-                    wbc=WbcDemoSpec(1, 0, 48))
+    spec = DemoSpec(
+        brain=BrainDemoSpec(1, 0, (32, 32, 32)),
+        oct=OctDemoSpec(1, 0, 0, 0, 0, 64, 64),
+        wbc=WbcDemoSpec(1, 0, 48),
+    )
     generate_demo(tmp_path, spec)
     stray = tmp_path / "oct" / "train" / "good" / "img" / "stray.png"
     stray.write_bytes(b"x")
@@ -201,7 +221,7 @@ def test_abnormal_cases_differ_from_normal_ones_only_at_the_abnormality() -> Non
         diff = np.any(image != plain, axis=-1)
         near_cell = np.zeros_like(diff)
         rows, cols = np.nonzero((cell > 0) | (plain_cell > 0))
-        near_cell[max(rows.min() - 4, 0):rows.max() + 5, max(cols.min() - 4, 0):cols.max() + 5] = True
+        near_cell[max(rows.min() - 4, 0) : rows.max() + 5, max(cols.min() - 4, 0) : cols.max() + 5] = True
         assert not diff[~near_cell].any(), kind
 
 

@@ -61,9 +61,18 @@ def test_injected_lesion_scores_above_clean_tissue(tiny_brain):
     test = load_split(tiny_brain.preprocess.out_dir, "brain", "test").normals()
     torch.manual_seed(0)
     model = STPM(StpmConfig(backbone="efficientnet_lite0"))
-    fit(model, train.images, train.images[:8], epochs=LESION_EPOCHS, batch_size=8, teacher_cache_mb=256,
+    fit(
+        model,
+        train.images,
+        train.images[:8],
+        epochs=LESION_EPOCHS,
+        batch_size=8,
+        teacher_cache_mb=256,
         optimizer_config=OptimizerConfig(name="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4),
-        device=torch.device("cpu"), amp=None, seed=0)
+        device=torch.device("cpu"),
+        amp=None,
+        seed=0,
+    )
     size = test.images.shape[-1]
     order = np.argsort(-(test.images[:, 0] > 20).flatten(1).sum(1).numpy())[:6]  # most tissue first
     clean = test.images[torch.from_numpy(order.copy())].clone()

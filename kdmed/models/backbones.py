@@ -79,21 +79,32 @@ _SPECS: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
         BackboneSpec(
-            "resnet18", _infos(_RESNET_LAYERS, (64, 64, 128, 256, 512), _RESNET_STRIDES),
-            IMAGENET_MEAN, IMAGENET_STD, IMAGENET_FILES["resnet18"].file_name,
+            "resnet18",
+            _infos(_RESNET_LAYERS, (64, 64, 128, 256, 512), _RESNET_STRIDES),
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            IMAGENET_FILES["resnet18"].file_name,
         ),
         BackboneSpec(
-            "wide_resnet50_2", _infos(_RESNET_LAYERS, (64, 256, 512, 1024, 2048), _RESNET_STRIDES),
-            IMAGENET_MEAN, IMAGENET_STD, IMAGENET_FILES["wide_resnet50_2"].file_name,
+            "wide_resnet50_2",
+            _infos(_RESNET_LAYERS, (64, 256, 512, 1024, 2048), _RESNET_STRIDES),
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            IMAGENET_FILES["wide_resnet50_2"].file_name,
         ),
         BackboneSpec(
             "vgg16",
             _infos([f"pool{i}" for i in range(1, 6)], (64, 128, 256, 512, 512), (2, 4, 8, 16, 32)),
-            IMAGENET_MEAN, IMAGENET_STD, IMAGENET_FILES["vgg16"].file_name,
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            IMAGENET_FILES["vgg16"].file_name,
         ),
         BackboneSpec(
-            "efficientnet_lite0", _infos(lite.STAGE_NAMES, lite.STAGE_CHANNELS, lite.STAGE_STRIDES),
-            LITE_MEAN, LITE_STD, IMAGENET_FILES["efficientnet_lite0"].file_name,
+            "efficientnet_lite0",
+            _infos(lite.STAGE_NAMES, lite.STAGE_CHANNELS, lite.STAGE_STRIDES),
+            LITE_MEAN,
+            LITE_STD,
+            IMAGENET_FILES["efficientnet_lite0"].file_name,
         ),
     )
 }
@@ -132,28 +143,28 @@ def _build_full(name: str) -> nn.Module:
 def _split(name: str, model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Cut a full network into consecutive steps, one per tappable layer, keeping parameter names."""
     if name in ("resnet18", "wide_resnet50_2"):
-        stem = nn.Sequential(OrderedDict(
-            conv1=model.conv1, bn1=model.bn1, relu=model.relu, maxpool=model.maxpool
-        ))
+        stem = nn.Sequential(
+            OrderedDict(conv1=model.conv1, bn1=model.bn1, relu=model.relu, maxpool=model.maxpool)
+        )
         return [("stem", stem)] + [(f"layer{i}", getattr(model, f"layer{i}")) for i in range(1, 5)]
     if name == "vgg16":
         steps, start = [], 0
         for idx, module in enumerate(model.features):
             if isinstance(module, nn.MaxPool2d):
                 # Slicing an nn.Sequential keeps the original indices as names ("5.weight").
-                steps.append((f"pool{len(steps) + 1}", model.features[start:idx + 1]))
+                steps.append((f"pool{len(steps) + 1}", model.features[start : idx + 1]))
                 start = idx + 1
         return steps
     if name == "efficientnet_lite0":
-        steps = [("stem", nn.Sequential(OrderedDict(
-            _conv_stem=model._conv_stem, _bn0=model._bn0, act=nn.ReLU6()
-        )))]
+        steps = [
+            ("stem", nn.Sequential(OrderedDict(_conv_stem=model._conv_stem, _bn0=model._bn0, act=nn.ReLU6())))
+        ]
         for i, (start, end) in enumerate(lite.stage_block_ranges(), start=1):
             blocks = OrderedDict((str(j), model._blocks[j]) for j in range(start, end))
             steps.append((f"stage{i}", nn.Sequential(blocks)))
-        steps.append(("head", nn.Sequential(OrderedDict(
-            _conv_head=model._conv_head, _bn1=model._bn1, act=nn.ReLU6()
-        ))))
+        steps.append(
+            ("head", nn.Sequential(OrderedDict(_conv_head=model._conv_head, _bn1=model._bn1, act=nn.ReLU6())))
+        )
         return steps
     raise ConfigError(f"unknown backbone {name!r}; valid backbones: {', '.join(_SPECS)}")
 

@@ -80,8 +80,11 @@ class SameConv2d(nn.Conv2d):
         pads = []
         # F.pad takes the last dimension first: (left, right, top, bottom).
         for size, k, s, d in zip(
-            reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride),
-            reversed(self.dilation), strict=True,
+            reversed(x.shape[-2:]),
+            reversed(self.kernel_size),
+            reversed(self.stride),
+            reversed(self.dilation),
+            strict=True,
         ):
             total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
             pads += [total // 2, total - total // 2]
@@ -106,8 +109,15 @@ def drop_connect(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
 class MBConvBlock(nn.Module):
     """Inverted residual block without squeeze-excitation: [1x1 expand] -> kxk depthwise -> 1x1 project."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, expansion: int,
-                 drop_connect_rate: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        stride: int,
+        expansion: int,
+        drop_connect_rate: float = 0.0,
+    ) -> None:
         super().__init__()
         mid = in_ch * expansion
         self.has_expansion = expansion != 1

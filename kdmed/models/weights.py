@@ -192,6 +192,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], backbone: str) 
         if k in own and own[k].shape != v.shape
     ]
     if missing or unexpected or bad_shapes:
+
         def first(items: list[str]) -> str:
             return ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
 

@@ -45,8 +45,10 @@ class DemoSpec:
         require_int("demo_data", "seed", self.seed, 0, 2**63 - 1)
         for name, kind in (("brain", BrainDemoSpec), ("oct", OctDemoSpec), ("wbc", WbcDemoSpec)):
             if not isinstance(getattr(self, name), kind):
-                raise ConfigError(f"params: 'demo_data.{name}' is a {type(getattr(self, name)).__name__}; "
-                                  f"expected a {kind.__name__}.")
+                raise ConfigError(
+                    f"params: 'demo_data.{name}' is a {type(getattr(self, name)).__name__}; "
+                    f"expected a {kind.__name__}."
+                )
 
 
 def generate_demo(out_dir: Path, spec: DemoSpec) -> dict:

@@ -50,11 +50,15 @@ class BrainDemoSpec:
         require_int(owner, "normal_cases", self.normal_cases, 0)
         require_int(owner, "abnormal_cases", self.abnormal_cases, 0)
         if self.normal_cases + self.abnormal_cases == 0:
-            raise ConfigError(f"params: '{owner}.normal_cases' and '{owner}.abnormal_cases' are both 0; "
-                              "ask for at least one case.")
+            raise ConfigError(
+                f"params: '{owner}.normal_cases' and '{owner}.abnormal_cases' are both 0; "
+                "ask for at least one case."
+            )
         if not isinstance(self.shape, list | tuple) or len(self.shape) != 3:
-            raise ConfigError(f"params: '{owner}.shape' = {self.shape!r} is not allowed; expected three "
-                              "integers [x, y, z], e.g. [128, 128, 80].")
+            raise ConfigError(
+                f"params: '{owner}.shape' = {self.shape!r} is not allowed; expected three "
+                "integers [x, y, z], e.g. [128, 128, 80]."
+            )
         for axis, size in zip("xyz", self.shape, strict=True):
             require_int(owner, f"shape.{axis}", size, 32, 512)
         object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
@@ -72,8 +76,14 @@ def brain_affine(shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    cz, sz, cx, sx, cy, sy = (math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch),
-                              math.cos(roll), math.sin(roll))
+    cz, sz, cx, sx, cy, sy = (
+        math.cos(yaw),
+        math.sin(yaw),
+        math.cos(pitch),
+        math.sin(pitch),
+        math.cos(roll),
+        math.sin(roll),
+    )
     rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
@@ -119,12 +129,18 @@ def _sample_lesions(rng: np.random.Generator, axes: np.ndarray, scale: float) ->
             if all(np.linalg.norm(centre - o.centre) > radius + o.radius for o in lesions):
                 break
         core = rng.uniform(0.3, 0.6)
-        lesions.append(_Lesion(
-            centre=centre, radius=radius, core=core,
-            necrosis=0.0 if rng.random() < 0.35 else rng.uniform(0.35, 0.7),
-            oedema_level=rng.uniform(1.6, 2.4), core_level=rng.uniform(1.3, 2.0),
-            necrosis_level=rng.uniform(0.45, 1.5), push=rng.uniform(0.15, 0.4),
-        ))
+        lesions.append(
+            _Lesion(
+                centre=centre,
+                radius=radius,
+                core=core,
+                necrosis=0.0 if rng.random() < 0.35 else rng.uniform(0.35, 0.7),
+                oedema_level=rng.uniform(1.6, 2.4),
+                core_level=rng.uniform(1.3, 2.0),
+                necrosis_level=rng.uniform(0.45, 1.5),
+                push=rng.uniform(0.15, 0.4),
+            )
+        )
     return lesions
 
 
@@ -143,13 +159,19 @@ def _push(frame: tuple[np.ndarray, ...], lesions: list[_Lesion]) -> tuple[np.nda
     return x, y, z
 
 
-def _ellipsoid(x: np.ndarray, y: np.ndarray, z: np.ndarray, centre: tuple[float, float, float],
-               semi: tuple[float, float, float]) -> np.ndarray:
+def _ellipsoid(
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    centre: tuple[float, float, float],
+    semi: tuple[float, float, float],
+) -> np.ndarray:
     return sum(((c - c0) / s) ** 2 for c, c0, s in zip((x, y, z), centre, semi, strict=True))
 
 
-def _deep_structures(frame: tuple[np.ndarray, ...], rng: np.random.Generator, axes: np.ndarray,
-                     scale: float) -> tuple[np.ndarray, np.ndarray]:
+def _deep_structures(
+    frame: tuple[np.ndarray, ...], rng: np.random.Generator, axes: np.ndarray, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(ventricle mask, deep grey mask) from the (possibly pushed) head frame."""
     x, y, z = frame
     a, b, c = (float(v) for v in axes)
@@ -171,8 +193,9 @@ def _deep_structures(frame: tuple[np.ndarray, ...], rng: np.random.Generator, ax
     return ventricles, deep & ~ventricles
 
 
-def _lesion_fields(shape: tuple[int, ...], frame: tuple[np.ndarray, ...], lesion: _Lesion,
-                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _lesion_fields(
+    shape: tuple[int, ...], frame: tuple[np.ndarray, ...], lesion: _Lesion, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(irregular radius normalised to 1 at the oedema border, core texture) over a box around a lesion."""
     x, y, z = (f.astype(np.float32) for f in frame)
     dx, dy, dz = x - lesion.centre[0], y - lesion.centre[1], z - lesion.centre[2]
@@ -190,8 +213,9 @@ def _lesion_fields(shape: tuple[int, ...], frame: tuple[np.ndarray, ...], lesion
     return r / radius, texture
 
 
-def _skull_and_scalp(rng: np.random.Generator, outside: np.ndarray,
-                     scale: float) -> tuple[np.ndarray, np.ndarray]:
+def _skull_and_scalp(
+    rng: np.random.Generator, outside: np.ndarray, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(image with the shells outside the brain, head mask): CSF, inner table, diploe, outer table, scalp."""
     bounds = np.cumsum(rng.uniform([1.4, 1.0, 1.4, 1.0, 3.5], [2.4, 1.5, 2.6, 1.6, 5.0])) * scale
     shell_levels = (0.28, 0.1, 0.75, 0.12, 1.1)
@@ -203,9 +227,16 @@ def _skull_and_scalp(rng: np.random.Generator, outside: np.ndarray,
     return image, outside < bounds[-1]
 
 
-def _brain_tissue(rng: np.random.Generator, depth: np.ndarray, outline: np.ndarray,
-                  pushed: tuple[np.ndarray, ...], axes: np.ndarray, ventricles: np.ndarray, deep: np.ndarray,
-                  scale: float) -> np.ndarray:
+def _brain_tissue(
+    rng: np.random.Generator,
+    depth: np.ndarray,
+    outline: np.ndarray,
+    pushed: tuple[np.ndarray, ...],
+    axes: np.ndarray,
+    ventricles: np.ndarray,
+    deep: np.ndarray,
+    scale: float,
+) -> np.ndarray:
     """FLAIR level relative to white matter: cortex folded around sulci, deep grey nuclei, CSF spaces."""
     shape = depth.shape
     sulci_field = smooth_noise(rng, shape, 4.5 * scale)
@@ -225,13 +256,20 @@ def _brain_tissue(rng: np.random.Generator, depth: np.ndarray, outline: np.ndarr
     return tissue
 
 
-def _acquire(rng: np.random.Generator, noise_rng: np.random.Generator, image: np.ndarray,
-             frame: tuple[np.ndarray, ...], axes: np.ndarray, head: np.ndarray) -> np.ndarray:
+def _acquire(
+    rng: np.random.Generator,
+    noise_rng: np.random.Generator,
+    image: np.ndarray,
+    frame: tuple[np.ndarray, ...],
+    axes: np.ndarray,
+    head: np.ndarray,
+) -> np.ndarray:
     """Partial-volume blur, a smooth multiplicative bias field, scanner scaling and Rician noise."""
     image = ndimage.gaussian_filter(image, 0.6)
     coords = [c / float(axes.max()) for c in frame]
     bias = sum(rng.normal(0, 1) * c for c in coords) + sum(
-        rng.normal(0, 0.6) * c1 * c2 for i, c1 in enumerate(coords) for c2 in coords[i:])
+        rng.normal(0, 0.6) * c1 * c2 for i, c1 in enumerate(coords) for c2 in coords[i:]
+    )
     image *= np.exp(rng.uniform(0.06, 0.16) * bias).astype(np.float32)
     white_matter = rng.uniform(150.0, 230.0)  # arbitrary scanner units
     image *= white_matter
@@ -244,8 +282,9 @@ def _acquire(rng: np.random.Generator, noise_rng: np.random.Generator, image: np
     return np.where(head, np.rint(image), 0.0).astype(np.float32)
 
 
-def render_brain_case(spec: BrainDemoSpec, seed: int, index: int,
-                      abnormal: bool) -> tuple[np.ndarray, np.ndarray]:
+def render_brain_case(
+    spec: BrainDemoSpec, seed: int, index: int, abnormal: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """One case as arrays: (FLAIR float32, segmentation uint8), both of ``spec.shape``.
 
     Anatomy and acquisition come from the case's own generators, lesions from a separate one, so normal
@@ -280,8 +319,14 @@ def render_brain_case(spec: BrainDemoSpec, seed: int, index: int,
     return _acquire(anatomy_rng, noise_rng, image, frame, axes, head), seg
 
 
-def _paint_lesion(image: np.ndarray, seg: np.ndarray, lesion: _Lesion, frame: tuple[np.ndarray, ...],
-                  tissue: np.ndarray, rng: np.random.Generator) -> None:
+def _paint_lesion(
+    image: np.ndarray,
+    seg: np.ndarray,
+    lesion: _Lesion,
+    frame: tuple[np.ndarray, ...],
+    tissue: np.ndarray,
+    rng: np.random.Generator,
+) -> None:
     """Blend oedema, enhancing core and necrosis into ``image`` and label them in ``seg`` (in place)."""
     # work in the lesion's bounding box only
     full = np.broadcast_arrays(*frame)
@@ -294,8 +339,11 @@ def _paint_lesion(image: np.ndarray, seg: np.ndarray, lesion: _Lesion, frame: tu
     sub_shape = sub_frame[0].shape
     dist, texture = _lesion_fields(sub_shape, sub_frame, lesion, rng)
     core_t = lesion.core * (1.0 + 0.15 * texture)
-    level = np.where(dist < core_t, lesion.core_level * (1.0 + 0.15 * texture),
-                     lesion.oedema_level * (1.0 + 0.06 * texture))
+    level = np.where(
+        dist < core_t,
+        lesion.core_level * (1.0 + 0.15 * texture),
+        lesion.oedema_level * (1.0 + 0.06 * texture),
+    )
     label = np.where(dist < 1.0, np.where(dist < core_t, ENHANCING, OEDEMA), 0)
     if lesion.necrosis > 0:
         necrotic = dist < lesion.necrosis * core_t

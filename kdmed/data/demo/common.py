@@ -62,7 +62,7 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], scale: float)
     for axis, size in enumerate(shape):
         nodes = (np.arange(coarse_shape[axis]) - 2.0) * scale
         weights = np.exp(-0.5 * ((np.arange(size)[:, None] - nodes[None, :]) / (0.6 * scale)) ** 2)
-        out = letters[:axis] + "z" + letters[axis + 1:]
+        out = letters[:axis] + "z" + letters[axis + 1 :]
         field = np.einsum(f"{letters},z{letters[axis]}->{out}", field, weights)
     field = (field - field.mean()).astype(np.float32)
     std = field.std()

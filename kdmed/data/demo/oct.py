@@ -73,9 +73,13 @@ class OctDemoSpec:
 
     def folders(self) -> tuple[tuple[str, str, int], ...]:
         """(split, category, count) for every BMAD folder, normal first."""
-        return (("train", "good", self.train_normal), ("valid", "good", self.valid_normal),
-                ("valid", "Ungood", self.valid_abnormal), ("test", "good", self.test_normal),
-                ("test", "Ungood", self.test_abnormal))
+        return (
+            ("train", "good", self.train_normal),
+            ("valid", "good", self.valid_normal),
+            ("valid", "Ungood", self.valid_abnormal),
+            ("test", "good", self.test_normal),
+            ("test", "Ungood", self.test_abnormal),
+        )
 
 
 def _bump(x: np.ndarray, centre: float, half_width: float, power: float = 1.0) -> np.ndarray:
@@ -84,8 +88,9 @@ def _bump(x: np.ndarray, centre: float, half_width: float, power: float = 1.0) -
     return (1.0 - u * u) ** power
 
 
-def _fluid(rng: np.random.Generator, x: np.ndarray, fovea: float, sx: float,
-           sy: float) -> tuple[list[tuple[float, float, float, float]], np.ndarray]:
+def _fluid(
+    rng: np.random.Generator, x: np.ndarray, fovea: float, sx: float, sy: float
+) -> tuple[list[tuple[float, float, float, float]], np.ndarray]:
     """Intraretinal cysts (ellipses: centre x, lift above the middle of the outer nuclear layer, half
     sizes) and a subretinal detachment height profile (0 where there is none)."""
     cysts: list[tuple[float, float, float, float]] = []
@@ -126,17 +131,28 @@ def _eye(rng: np.random.Generator, x: np.ndarray, height: int, width: int, sx: f
     fovea = rng.uniform(0.35, 0.65) * width
     dx = x - fovea
     # Bruch's membrane: tilted, bowed, slowly undulating
-    bruch = (rng.uniform(0.48, 0.64) * height + rng.uniform(-0.1, 0.1) * sy / sx * dx
-             - rng.uniform(-0.2, 0.8) * 1e-4 * sy / sx**2 * dx * dx
-             + 2.0 * sy * smooth_noise(rng, (width,), 90 * sx))
+    bruch = (
+        rng.uniform(0.48, 0.64) * height
+        + rng.uniform(-0.1, 0.1) * sy / sx * dx
+        - rng.uniform(-0.2, 0.8) * 1e-4 * sy / sx**2 * dx * dx
+        + 2.0 * sy * smooth_noise(rng, (width,), 90 * sx)
+    )
     pit = np.exp(-0.5 * (dx / (rng.uniform(20, 34) * sx)) ** 2) * rng.uniform(0.8, 0.97)
     wave = 1.0 + 0.08 * smooth_noise(rng, (width,), 60 * sx)
     return _Eye(fovea, bruch, pit, wave, float(rng.choice([-1.0, 1.0])))
 
 
-def _retina(rng: np.random.Generator, eye: _Eye, x: np.ndarray, y: np.ndarray, sx: float, sy: float,
-            swelling: np.ndarray, detachment: np.ndarray,
-            elevation: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _retina(
+    rng: np.random.Generator,
+    eye: _Eye,
+    x: np.ndarray,
+    y: np.ndarray,
+    sx: float,
+    sy: float,
+    swelling: np.ndarray,
+    detachment: np.ndarray,
+    elevation: np.ndarray,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Layered reflectivity above Bruch's membrane and the top edge (row per column) of every layer.
 
     Layers are stacked upwards from the (possibly drusen-elevated) RPE; intraretinal swelling thickens
@@ -171,17 +187,25 @@ def _choroid(rng: np.random.Generator, reflect: np.ndarray, below: np.ndarray, s
     """Replace everything below Bruch's membrane by a vascular choroid fading into the dark sclera."""
     height, width = reflect.shape
     level = CHOROID * rng.uniform(0.85, 1.15)
-    vessels = ndimage.zoom(smooth_noise(rng, (height, width // 2), 7 * sy), (1, width / (width // 2)),
-                           order=1)[:, :width]  # vessel lumens look stretched along the scan
+    vessels = ndimage.zoom(
+        smooth_noise(rng, (height, width // 2), 7 * sy), (1, width / (width // 2)), order=1
+    )[:, :width]  # vessel lumens look stretched along the scan
     choroid = level * np.exp(-np.maximum(below, 0) / (rng.uniform(12, 20) * sy))
     choroid = choroid * np.clip(0.7 + 0.3 * vessels, 0.3, 1.2)
     under = 1.0 / (1.0 + np.exp(-below / 0.8))
     return reflect * (1.0 - under) + choroid * under
 
 
-def _fill_fluid(rng: np.random.Generator, reflect: np.ndarray, edges: dict[str, np.ndarray],
-                cysts: list[tuple[float, float, float, float]], detachment: np.ndarray, x: np.ndarray,
-                y: np.ndarray, sy: float) -> tuple[np.ndarray, np.ndarray]:
+def _fill_fluid(
+    rng: np.random.Generator,
+    reflect: np.ndarray,
+    edges: dict[str, np.ndarray],
+    cysts: list[tuple[float, float, float, float]],
+    detachment: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    sy: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """Darken the cysts and the subretinal gap; return (reflectivity, fluid mask)."""
     # the detached photoreceptor outer segments hang above a dark gap over the interdigitation zone
     attached = edges["interdigitation"]
@@ -199,8 +223,9 @@ def _fill_fluid(rng: np.random.Generator, reflect: np.ndarray, edges: dict[str, 
     return np.where(shed, granular, reflect), pocket > 0.5
 
 
-def render_oct_scan(height: int, width: int, rng: np.random.Generator,
-                    kind: str = "normal") -> tuple[np.ndarray, np.ndarray]:
+def render_oct_scan(
+    height: int, width: int, rng: np.random.Generator, kind: str = "normal"
+) -> tuple[np.ndarray, np.ndarray]:
     """One B-scan: (uint8 image (H, W), bool mask (H, W)); ``kind`` is "normal", "fluid" or "drusen".
 
     Geometry and acquisition come from their own generators and the abnormality from a third, so a

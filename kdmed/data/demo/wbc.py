@@ -64,13 +64,22 @@ class WbcDemoSpec:
         require_int(owner, "normal", self.normal, 0)
         require_int(owner, "abnormal", self.abnormal, 0)
         if self.normal + self.abnormal == 0:
-            raise ConfigError(f"params: '{owner}.normal' and '{owner}.abnormal' are both 0; "
-                              "ask for at least one image.")
+            raise ConfigError(
+                f"params: '{owner}.normal' and '{owner}.abnormal' are both 0; ask for at least one image."
+            )
         require_int(owner, "size", self.size, 48, 1024)
 
 
-def _ellipse(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float,
-             angle: float = 0.0, soft: float = 0.7) -> np.ndarray:
+def _ellipse(
+    yy: np.ndarray,
+    xx: np.ndarray,
+    cy: float,
+    cx: float,
+    ry: float,
+    rx: float,
+    angle: float = 0.0,
+    soft: float = 0.7,
+) -> np.ndarray:
     """Soft-edged filled ellipse in [0, 1]; ``soft`` is the edge width in pixels."""
     c, s = math.cos(angle), math.sin(angle)
     u, v = (xx - cx) * c + (yy - cy) * s, -(xx - cx) * s + (yy - cy) * c
@@ -86,8 +95,14 @@ def _capsule(yy: np.ndarray, xx: np.ndarray, p0: np.ndarray, p1: np.ndarray, wid
     return np.clip((0.5 * width - dist) / 0.7 + 0.5, 0.0, 1.0)
 
 
-def _red_cells(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, centre: np.ndarray,
-               cell_radius: float, size: int) -> np.ndarray:
+def _red_cells(
+    rng: np.random.Generator,
+    yy: np.ndarray,
+    xx: np.ndarray,
+    centre: np.ndarray,
+    cell_radius: float,
+    size: int,
+) -> np.ndarray:
     """Summed thickness of biconcave red cells (pale centres), pushed out of the white cell's spot."""
     thickness = np.zeros_like(yy)
     radius = 0.115 * size * rng.uniform(0.92, 1.08)
@@ -106,8 +121,16 @@ def _red_cells(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, centre:
     return thickness
 
 
-def _lobed_nucleus(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, centre: np.ndarray,
-                   cell_radius: float, lobes: int, spread: float, lobe_size: float) -> np.ndarray:
+def _lobed_nucleus(
+    rng: np.random.Generator,
+    yy: np.ndarray,
+    xx: np.ndarray,
+    centre: np.ndarray,
+    cell_radius: float,
+    lobes: int,
+    spread: float,
+    lobe_size: float,
+) -> np.ndarray:
     """Lobes strung along an arc and joined by thin chromatin strands (a segmented nucleus)."""
     arc_radius = cell_radius * rng.uniform(0.38, 0.5)
     start = rng.uniform(0, 2 * math.pi)
@@ -127,8 +150,9 @@ def _lobed_nucleus(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, cen
     return nucleus
 
 
-def _blast_nucleus(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, centre: np.ndarray,
-                   cell_radius: float) -> np.ndarray:
+def _blast_nucleus(
+    rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, centre: np.ndarray, cell_radius: float
+) -> np.ndarray:
     """A large round, oval or kidney-shaped nucleus filling most of the cell."""
     offset = rng.normal(0, 0.06, 2) * cell_radius
     r = cell_radius * rng.uniform(0.66, 0.8)
@@ -140,8 +164,9 @@ def _blast_nucleus(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, cen
     return nucleus
 
 
-def _inclusions(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, cell_radius: float,
-                room: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _inclusions(
+    rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, cell_radius: float, room: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(optical density (H, W, 3) of stained inclusions, vacuole map), both inside ``room`` (the cytoplasm
     away from the nucleus): Auer rods, dark violet bodies, toxic granulation with vacuoles, or a foamy
     cytoplasm full of vacuoles."""
@@ -184,20 +209,30 @@ def _inclusions(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, cell_r
     return od, vacuoles
 
 
-def _bizarre_nucleus(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, centre: np.ndarray,
-                     cell_radius: float) -> np.ndarray:
+def _bizarre_nucleus(
+    rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, centre: np.ndarray, cell_radius: float
+) -> np.ndarray:
     """Hypersegmented (8-10 lobes in a ring), ring-shaped, or flower-like (petals round a dense core)."""
     style = rng.choice(["hypersegmented", "ring", "flower"])
     if style == "hypersegmented":
-        return _lobed_nucleus(rng, yy, xx, centre, cell_radius, int(rng.integers(8, 11)),
-                              rng.uniform(0.8, 1.0), rng.uniform(0.19, 0.23))
+        return _lobed_nucleus(
+            rng,
+            yy,
+            xx,
+            centre,
+            cell_radius,
+            int(rng.integers(8, 11)),
+            rng.uniform(0.8, 1.0),
+            rng.uniform(0.19, 0.23),
+        )
     angle = rng.uniform(0, math.pi)
     if style == "ring":
         outer = cell_radius * rng.uniform(0.5, 0.62)
         inner = outer - cell_radius * rng.uniform(0.16, 0.24)
         squash = rng.uniform(0.8, 1.0)
-        return (_ellipse(yy, xx, *centre, outer * squash, outer, angle)
-                * (1.0 - _ellipse(yy, xx, *centre, inner * squash, inner, angle)))
+        return _ellipse(yy, xx, *centre, outer * squash, outer, angle) * (
+            1.0 - _ellipse(yy, xx, *centre, inner * squash, inner, angle)
+        )
     nucleus = _ellipse(yy, xx, *centre, *(cell_radius * rng.uniform(0.26, 0.34, 2)))
     petals = int(rng.integers(5, 8))
     for k in range(petals):
@@ -208,8 +243,14 @@ def _bizarre_nucleus(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, c
     return nucleus
 
 
-def _nucleus(kind: str, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, centre: np.ndarray,
-             cell_radius: float) -> np.ndarray:
+def _nucleus(
+    kind: str,
+    rng: np.random.Generator,
+    yy: np.ndarray,
+    xx: np.ndarray,
+    centre: np.ndarray,
+    cell_radius: float,
+) -> np.ndarray:
     if kind == "blast":
         return _blast_nucleus(rng, yy, xx, centre, cell_radius)
     if kind == "bizarre":
@@ -219,8 +260,15 @@ def _nucleus(kind: str, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray
     return _lobed_nucleus(rng, yy, xx, centre, cell_radius, lobes, spread, lobe_size)
 
 
-def _optical_density(kind: str, rng: np.random.Generator, lesion_rng: np.random.Generator, grid: tuple,
-                     centre: np.ndarray, cell_radius: float, layers: dict[str, np.ndarray]) -> np.ndarray:
+def _optical_density(
+    kind: str,
+    rng: np.random.Generator,
+    lesion_rng: np.random.Generator,
+    grid: tuple,
+    centre: np.ndarray,
+    cell_radius: float,
+    layers: dict[str, np.ndarray],
+) -> np.ndarray:
     """Sum the stains' optical densities (H, W, 3); stain strength and hue vary from slide to slide."""
     yy, xx = grid
     strength = rng.uniform(0.85, 1.15)
@@ -230,9 +278,18 @@ def _optical_density(kind: str, rng: np.random.Generator, lesion_rng: np.random.
 
     if kind == "blast":  # basophilic cytoplasm, fine pale chromatin with nucleoli
         cyto_od = stain(BLAST_CYTOPLASM)
-        nucleoli = sum((_ellipse(yy, xx, *(centre + lesion_rng.normal(0, 0.25, 2) * cell_radius),
-                                 *(cell_radius * lesion_rng.uniform(0.08, 0.13, 2)))
-                        for _ in range(lesion_rng.integers(1, 4))), np.zeros_like(yy))
+        nucleoli = sum(
+            (
+                _ellipse(
+                    yy,
+                    xx,
+                    *(centre + lesion_rng.normal(0, 0.25, 2) * cell_radius),
+                    *(cell_radius * lesion_rng.uniform(0.08, 0.13, 2)),
+                )
+                for _ in range(lesion_rng.integers(1, 4))
+            ),
+            np.zeros_like(yy),
+        )
         texture = 1.0 + 0.08 * layers["chromatin"] - 0.5 * np.clip(nucleoli, 0, 1)
         nucleus_od = stain(NUCLEUS * 0.85)
     elif kind == "bizarre":  # hyperchromatic: far darker chromatin than any normal cell
@@ -242,9 +299,15 @@ def _optical_density(kind: str, rng: np.random.Generator, lesion_rng: np.random.
         cyto_od, nucleus_od = stain(CYTOPLASM), stain(NUCLEUS)
         texture = 1.0 + 0.25 * layers["chromatin"]
     cytoplasm = (layers["cell"] * (1.0 - 0.85 * layers["vacuoles"]))[..., None] * (
-        cyto_od + layers["granules"][..., None] * stain(GRANULES))
-    return (stain(PLASMA) + layers["red"][..., None] * stain(RED_CELL) + cytoplasm
-            + (layers["nucleus"] * texture)[..., None] * nucleus_od + layers["inclusions"])
+        cyto_od + layers["granules"][..., None] * stain(GRANULES)
+    )
+    return (
+        stain(PLASMA)
+        + layers["red"][..., None] * stain(RED_CELL)
+        + cytoplasm
+        + (layers["nucleus"] * texture)[..., None] * nucleus_od
+        + layers["inclusions"]
+    )
 
 
 def _microscope(rng: np.random.Generator, noise_rng: np.random.Generator, od: np.ndarray) -> np.ndarray:
@@ -259,8 +322,9 @@ def _microscope(rng: np.random.Generator, noise_rng: np.random.Generator, od: np
     return rgb + noise_rng.normal(0, noise_rng.uniform(0.005, 0.012), rgb.shape)
 
 
-def render_wbc_cell(size: int, rng: np.random.Generator,
-                    kind: str = "normal") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_wbc_cell(
+    size: int, rng: np.random.Generator, kind: str = "normal"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One crop: (RGB uint8 (S, S, 3), cell mask uint8 (0/128/255), anomaly mask bool).
 
     ``kind`` is "normal", "blast", "bizarre" or "inclusions"; the anomaly mask is empty only for "normal".
@@ -276,14 +340,18 @@ def render_wbc_cell(size: int, rng: np.random.Generator,
     if kind in ("blast", "bizarre"):  # blasts and hypersegmented cells (macropolycytes) are larger
         cell_radius *= lesion_rng.uniform(1.05, 1.25)
     theta, r = np.arctan2(yy - centre[0], xx - centre[1]), np.hypot(yy - centre[0], xx - centre[1])
-    wobble = sum(anatomy_rng.normal(0, 0.02) * np.cos(k * theta + anatomy_rng.uniform(0, 6.3))
-                 for k in range(2, 6))
+    wobble = sum(
+        anatomy_rng.normal(0, 0.02) * np.cos(k * theta + anatomy_rng.uniform(0, 6.3)) for k in range(2, 6)
+    )
     outline = cell_radius * (1.0 + wobble)
-    layers = {"cell": np.clip((outline - r) / 0.8 + 0.5, 0.0, 1.0),
-              "red": _red_cells(anatomy_rng, yy, xx, centre, 1.1 * base_radius, size),
-              "chromatin": smooth_noise(anatomy_rng, (size, size), 1.8),
-              "granules": np.clip(smooth_noise(anatomy_rng, (size, size), 1.2) - 0.3, 0.0, None),
-              "vacuoles": np.zeros((size, size)), "inclusions": np.zeros((size, size, 3))}
+    layers = {
+        "cell": np.clip((outline - r) / 0.8 + 0.5, 0.0, 1.0),
+        "red": _red_cells(anatomy_rng, yy, xx, centre, 1.1 * base_radius, size),
+        "chromatin": smooth_noise(anatomy_rng, (size, size), 1.8),
+        "granules": np.clip(smooth_noise(anatomy_rng, (size, size), 1.2) - 0.3, 0.0, None),
+        "vacuoles": np.zeros((size, size)),
+        "inclusions": np.zeros((size, size, 3)),
+    }
     layers["granules"] *= anatomy_rng.uniform(0.6, 1.2)
 
     atypical_nucleus = kind in ("blast", "bizarre")
@@ -292,8 +360,9 @@ def render_wbc_cell(size: int, rng: np.random.Generator,
     anomaly = nucleus > 0.5 if atypical_nucleus else np.zeros((size, size), dtype=bool)
     if kind == "inclusions":
         room = ((outline - r) > 0.1 * cell_radius) & ~ndimage.binary_dilation(nucleus > 0.3, iterations=2)
-        layers["inclusions"], layers["vacuoles"] = _inclusions(lesion_rng, yy, xx, cell_radius,
-                                                               room.astype(float))
+        layers["inclusions"], layers["vacuoles"] = _inclusions(
+            lesion_rng, yy, xx, cell_radius, room.astype(float)
+        )
         found = (layers["inclusions"].max(axis=-1) > 0.4) | (layers["vacuoles"] > 0.5)
         anomaly = ndimage.binary_dilation(found) & (layers["cell"] > 0.5)
 
