@@ -9,8 +9,6 @@ checkpoint, fixed on validation data before the test split is read.
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from pathlib import Path
 
@@ -110,8 +108,8 @@ def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
         metrics["studies"] = int(study_labels.size)
     out_dir = Path(params.evaluate.out_dir) / dataset / method
     atomic.write_json(out_dir / "metrics.json", _rounded(metrics))
-    _write_csv(out_dir / "roc.csv", roc_points(test.labels, result.scores))
-    _write_csv(
+    atomic.write_csv(out_dir / "roc.csv", roc_points(test.labels, result.scores))
+    atomic.write_csv(
         out_dir / "scores.csv",
         [
             {
@@ -152,11 +150,3 @@ def _rounded(obj):
     if isinstance(obj, dict):
         return {k: _rounded(v) for k, v in obj.items()}
     return obj
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic.write_text(path, text.getvalue())

@@ -8,7 +8,6 @@ patients are dropped and counted (BMAD protocol).
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 from collections import defaultdict
@@ -116,7 +115,7 @@ def preprocess_dataset(name: str, params: Params) -> dict:
         ]
     if summary["splits"]["test"]["anomalous"] == 0 or summary["splits"]["test"]["normal"] == 0:
         raise DatasetError(f"dataset '{name}': the test split needs both normal and anomalous images.")
-    _write_index(out_dir / "index.csv", index_rows)
+    atomic.write_csv(out_dir / "index.csv", index_rows)
     atomic.write_json(out_dir / "summary.json", summary)
     return summary
 
@@ -154,11 +153,3 @@ def _write_split(path: Path, items: list[dict], channels: int) -> None:
         slices=np.array([item["slice"] for item in items], dtype=np.int32),
     )
     atomic.write_bytes(path, buffer.getvalue())
-
-
-def _write_index(path: Path, rows: list[dict]) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic.write_text(path, text.getvalue())
