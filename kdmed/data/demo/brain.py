@@ -22,6 +22,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from kdmed import atomic
 from kdmed.data.demo.common import (
     case_rng,
     gzip_bytes,
@@ -29,7 +30,6 @@ from kdmed.data.demo.common import (
     reset_dir,
     smooth_noise,
     spread_flags,
-    write_bytes_atomic,
 )
 from kdmed.errors import ConfigError
 
@@ -373,6 +373,6 @@ def generate_brain(out_dir: Path, spec: BrainDemoSpec, seed: int) -> dict:
         case = case_id(index)
         folder = root / case
         folder.mkdir()
-        write_bytes_atomic(folder / f"{case}_flair.nii.gz", _nifti_bytes(flair, affine))
-        write_bytes_atomic(folder / f"{case}_seg.nii.gz", _nifti_bytes(seg, affine))
+        atomic.write_bytes(folder / f"{case}_flair.nii.gz", _nifti_bytes(flair, affine))
+        atomic.write_bytes(folder / f"{case}_seg.nii.gz", _nifti_bytes(seg, affine))
     return {"normal": spec.normal_cases, "abnormal": spec.abnormal_cases}

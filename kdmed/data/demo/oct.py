@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from kdmed import atomic
 from kdmed.data.demo.common import (
     case_rng,
     encode_image,
@@ -25,7 +26,6 @@ from kdmed.data.demo.common import (
     reset_dir,
     smooth_noise,
     to_uint8,
-    write_bytes_atomic,
 )
 
 ABNORMAL_KINDS = ("fluid", "drusen")
@@ -298,9 +298,9 @@ def generate_oct(out_dir: Path, spec: OctDemoSpec, seed: int) -> dict:
             rng = case_rng(seed, f"oct/{split}/{category}", index)
             image, mask = render_oct_scan(spec.height, spec.width, rng, kind)
             name = f"{kind}_{index:04d}.png"
-            write_bytes_atomic(img_dir / name, encode_image(image, "PNG"))
+            atomic.write_bytes(img_dir / name, encode_image(image, "PNG"))
             if category == "Ungood":
                 kinds[kind] += 1
-                write_bytes_atomic(label_dir / name, encode_image(mask.astype(np.uint8) * 255, "PNG"))
+                atomic.write_bytes(label_dir / name, encode_image(mask.astype(np.uint8) * 255, "PNG"))
         summary.setdefault(split, {})[category] = count
     return {**summary, "abnormal_kinds": kinds}

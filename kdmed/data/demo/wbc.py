@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from kdmed import atomic
 from kdmed.data.demo.common import (
     case_rng,
     encode_image,
@@ -30,7 +31,6 @@ from kdmed.data.demo.common import (
     smooth_noise,
     spread_flags,
     to_uint8,
-    write_bytes_atomic,
 )
 from kdmed.errors import ConfigError
 
@@ -389,10 +389,10 @@ def generate_wbc(out_dir: Path, spec: WbcDemoSpec, seed: int) -> dict:
             kinds[kind] = kinds.get(kind, 0) + 1
         image, seg, anomaly = render_wbc_cell(spec.size, case_rng(seed, "wbc", index), kind)
         name = f"{index:03d}"
-        write_bytes_atomic(folders["images"] / f"{name}.bmp", encode_image(image, "BMP"))
-        write_bytes_atomic(folders["masks"] / f"{name}.png", encode_image(seg, "PNG"))
+        atomic.write_bytes(folders["images"] / f"{name}.bmp", encode_image(image, "BMP"))
+        atomic.write_bytes(folders["masks"] / f"{name}.png", encode_image(seg, "PNG"))
         anomaly_png = encode_image(anomaly.astype(np.uint8) * 255, "PNG")
-        write_bytes_atomic(folders["anomaly_masks"] / f"{name}.png", anomaly_png)
+        atomic.write_bytes(folders["anomaly_masks"] / f"{name}.png", anomaly_png)
         rows.append(f"{index},{ATYPICAL_CLASS if abnormal else NORMAL_CLASS}")
-    write_bytes_atomic(root / "labels.csv", ("\n".join(rows) + "\n").encode())
+    atomic.write_bytes(root / "labels.csv", ("\n".join(rows) + "\n").encode())
     return {"normal": spec.normal, "abnormal": spec.abnormal, "abnormal_kinds": kinds}
