@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from kdmed.config_schema import build, require
+from kdmed.config_schema import build, require, to_plain
 from kdmed.data.demo import BrainDemoSpec, DemoSpec, OctDemoSpec, WbcDemoSpec
 from kdmed.errors import ConfigError
 
@@ -157,9 +157,90 @@ class StpmConfig:
         require(len(self.strides) >= 1, "stpm.strides", self.strides, "at least one stride")
 
 
+def _check_taps(section: str, strides: tuple[int, ...], layers: tuple[str, ...]) -> None:
+    require(
+        len(strides) >= 1 and all(s >= 1 and s & (s - 1) == 0 for s in strides),
+        f"{section}.strides",
+        strides,
+        "one or more powers of two (the strides of the tapped teacher layers)",
+    )
+    require(len(set(layers)) == len(layers), f"{section}.layers", layers, "distinct layer names")
+
+
+@dataclass(frozen=True)
+class Rd4adConfig:
+    """RD4AD (Deng and Li, CVPR 2022); defaults are the official code's (see `kdmed.models.rd4ad`)."""
+
+    backbone: str = "wide_resnet50_2"
+    weights: str = "imagenet"
+    strides: tuple[int, ...] = (4, 8, 16)  # encoder layers tapped (Wide-ResNet: layer1..3)
+    layers: tuple[str, ...] = ()  # explicit layer names; overrides `strides` when given
+    # Bottleneck and decoder blocks; "auto": the official Wide-ResNet-50-2 design (bottleneck blocks,
+    # inner width 0.5 x output, [3] + [3, 4, 6]) for wide_resnet50_2, the official ResNet-18 design
+    # (basic blocks, [2] + [2, 2, 2]) for every other teacher.
+    block: Literal["auto", "bottleneck", "basic"] = "auto"
+    embedding_blocks: int = 0  # 0: by `block` (3 bottleneck / 2 basic)
+    decoder_blocks: tuple[int, ...] = ()  # deepest stage first; (): by `block` ([3, 4, 6] / [2, 2, 2])
+    width_ratio: float = 0.5  # bottleneck inner width / output channels (0.5 = Wide-ResNet)
+    loss: Literal["flattened", "per_position"] = "flattened"  # official code / the paper's Eq. 2
+    map_combine: Literal["sum", "product"] = "sum"
+    blur_sigma: float = 4.0
+    optimizer: OptimizerConfig = field(
+        default_factory=lambda: OptimizerConfig(name="adam", lr=0.005, betas=(0.5, 0.999))
+    )
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        _check_taps("rd4ad", self.strides, self.layers)
+        require(self.batch_size >= 1, "rd4ad.batch_size", self.batch_size, ">= 1")
+        require(self.embedding_blocks >= 0, "rd4ad.embedding_blocks", self.embedding_blocks, ">= 0")
+        require(
+            all(b >= 1 for b in self.decoder_blocks), "rd4ad.decoder_blocks", self.decoder_blocks, ">= 1 each"
+        )
+        require(0 < self.width_ratio <= 4, "rd4ad.width_ratio", self.width_ratio, "0 < ratio <= 4")
+        require(self.blur_sigma >= 0, "rd4ad.blur_sigma", self.blur_sigma, ">= 0 (0 disables the blur)")
+
+
+@dataclass(frozen=True)
+class MkdConfig:
+    """MKD (Salehi et al., CVPR 2021); defaults are the official code's (see `kdmed.models.mkd`)."""
+
+    backbone: str = "vgg16"
+    weights: str = "imagenet"
+    strides: tuple[int, ...] = (4, 8, 16, 32)  # the critical points (VGG-16: pool2..pool5)
+    layers: tuple[str, ...] = ()  # explicit layer names; overrides `strides` when given
+    scoring_layers: int = 3  # the deepest N critical points give the detection score (pool3..pool5)
+    cloner_width: int = 16  # width of the cloner's thin convolutions
+    mse_weight: float = 0.01  # lambda (0.5 for MVTec in the official configs)
+    lambda_on: Literal["mse", "direction"] = "mse"  # official code / the paper's Eq. 3
+    score_direction_only: bool = False
+    input_normalization: Literal["none", "backbone"] = "none"  # official: raw [0, 1] pixels
+    map: Literal["gradient", "discrepancy"] = "gradient"
+    blur_sigma: float = 4.0
+    opening: bool = True  # 3x3 elliptical grey opening after the blur (gradient maps)
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="adam", lr=0.001))
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        _check_taps("mkd", self.strides, self.layers)
+        taps = len(self.layers) or len(self.strides)
+        require(
+            1 <= self.scoring_layers <= taps,
+            "mkd.scoring_layers",
+            self.scoring_layers,
+            f"between 1 and the number of critical points ({taps})",
+        )
+        require(self.cloner_width >= 1, "mkd.cloner_width", self.cloner_width, ">= 1")
+        require(self.mse_weight >= 0, "mkd.mse_weight", self.mse_weight, ">= 0")
+        require(self.batch_size >= 1, "mkd.batch_size", self.batch_size, ">= 1")
+        require(self.blur_sigma >= 0, "mkd.blur_sigma", self.blur_sigma, ">= 0 (0 disables the blur)")
+
+
 @dataclass(frozen=True)
 class MethodsConfig:
     stpm: StpmConfig = field(default_factory=StpmConfig)
+    rd4ad: Rd4adConfig = field(default_factory=Rd4adConfig)
+    mkd: MkdConfig = field(default_factory=MkdConfig)
 
 
 @dataclass(frozen=True)
@@ -173,6 +254,9 @@ class TrainConfig:
     max_train_images: int = 0  # 0 trains on every normal training slice
     out_dir: str = "models"
     validate_every: int = 1  # epochs between checkpoint-selection passes on held-out normals
+    # which weights to keep: the lowest selection value on held-out normals, or the last epoch (what the
+    # official RD4AD and MKD scripts save)
+    checkpoint: Literal["best_validation", "last"] = "best_validation"
     resume: bool = True
     teacher_cache_mb: int = (
         2048  # keep the frozen teacher's training features in memory up to this size; 0 = off
@@ -226,12 +310,24 @@ class Params:
     train: TrainConfig
     evaluate: EvaluateConfig
     pipeline: PipelineConfig
+    # per dataset, per method: settings merged over `methods.<method>` for that dataset only
+    method_overrides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in self.pipeline.datasets:
             require(name in self.datasets, "pipeline.datasets", name, f"one of {sorted(self.datasets)}")
         for name in self.pipeline.methods:
             require(name in self.method_names(), "pipeline.methods", name, f"one of {self.method_names()}")
+        for dataset, methods in self.method_overrides.items():
+            require(dataset in self.datasets, "method_overrides", dataset, f"one of {sorted(self.datasets)}")
+            for method in methods:
+                require(
+                    method in self.method_names(),
+                    f"method_overrides.{dataset}",
+                    method,
+                    f"one of {self.method_names()}",
+                )
+                self.method(method, dataset)  # validates the merged settings now, naming the key
 
     @staticmethod
     def method_names() -> list[str]:
@@ -244,10 +340,27 @@ class Params:
             )
         return self.datasets[name]
 
-    def method(self, name: str) -> Any:
+    def method(self, name: str, dataset: str | None = None) -> Any:
+        """The settings of method `name`, with `datasets.<dataset>.method_overrides.<name>` applied."""
         if name not in self.method_names():
             raise ConfigError(f"params: unknown method '{name}'; available: {self.method_names()}.")
-        return getattr(self.methods, name)
+        base = getattr(self.methods, name)
+        overrides = self.method_overrides.get(dataset, {}).get(name) if dataset is not None else None
+        if not overrides:
+            return base
+        merged = _deep_merge(to_plain(base), to_plain(overrides))
+        return build(type(base), merged, f"method_overrides.{dataset}.{name}")
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = (
+            _deep_merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
+    return out
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

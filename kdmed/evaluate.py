@@ -72,7 +72,7 @@ def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
     threshold = checkpoint.threshold  # fixed before the test split is read
     test = load_split(params.preprocess.out_dir, dataset, "test")
     started = time.perf_counter()
-    batch_size = params.method(method).batch_size
+    batch_size = params.method(method, dataset).batch_size
     result = predict_images(
         checkpoint.detector, test.images, batch_size, amp_dtype(device, params.common.amp)
     )

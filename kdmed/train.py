@@ -106,8 +106,10 @@ def fit(
     state_file: Path | None = None,
     desc: str = "train",
     teacher_cache_mb: int = 0,
+    keep: str = "best_validation",
 ) -> FitState:
-    """Train the student on normal images; returns the best weights by the selection value."""
+    """Train the student on normal images; returns the weights to keep: the best by the selection value
+    on `val_images` (held-out normals), or the last epoch's when `keep` is "last"."""
     generator = seed_everything(seed)
     detector.to(device).train()
     cached = cache_teacher_features(detector, train_images, device, amp, teacher_cache_mb)
@@ -161,7 +163,7 @@ def fit(
         if epoch % validate_every == 0 or epoch == epochs:
             value = selection_value(detector, val_images, batch_size, amp)
             record["val_selection"] = value
-            if value < state.best_value:
+            if value < state.best_value or keep == "last":
                 state.best_value, state.best_epoch = value, epoch
                 state.best_state = trainable_state(detector)
         state.history.append(record)
@@ -248,7 +250,7 @@ def train_log_path(params: Params, dataset: str, method: str) -> Path:
 def train_stage(params: Params, dataset: str, method: str) -> dict:
     """The `train` stage for one dataset x method: fit, calibrate on validation, write the checkpoint."""
     configure_threads(params.common.num_threads)
-    method_config = params.method(method)
+    method_config = params.method(method, dataset)
     device = resolve_device(params.common.device)
     amp = amp_dtype(device, params.common.amp)
     processed = params.preprocess.out_dir
@@ -280,6 +282,7 @@ def train_stage(params: Params, dataset: str, method: str) -> dict:
         state_file=state_file,
         desc=f"{dataset}/{method}",
         teacher_cache_mb=params.train.teacher_cache_mb,
+        keep=params.train.checkpoint,
     )
     seconds = time.perf_counter() - started
     detector.load_state_dict({**detector.state_dict(), **state.best_state}, strict=True)

@@ -26,6 +26,7 @@ def test_repository_params_load():
     assert params.common.image_size % 32 == 0
     assert set(params.pipeline.datasets) <= set(params.datasets)
     assert params.methods.stpm.optimizer.name == "sgd"
+    assert params.pipeline.methods == ("stpm", "rd4ad", "mkd")
 
 
 def test_code_defaults_are_the_official_stpm_settings():
@@ -34,6 +35,52 @@ def test_code_defaults_are_the_official_stpm_settings():
     config = StpmConfig()
     assert (config.backbone, config.batch_size, config.optimizer.lr) == ("resnet18", 32, pytest.approx(0.4))
     assert (config.optimizer.momentum, config.optimizer.weight_decay) == (0.9, pytest.approx(1e-4))
+
+
+def test_code_defaults_are_the_official_rd4ad_and_mkd_settings():
+    from kdmed.config import MkdConfig, Rd4adConfig
+
+    rd = Rd4adConfig()
+    assert (rd.backbone, rd.strides, rd.batch_size, rd.loss, rd.blur_sigma) == (
+        "wide_resnet50_2",
+        (4, 8, 16),
+        16,
+        "flattened",
+        4.0,
+    )
+    assert (rd.optimizer.name, rd.optimizer.lr, rd.optimizer.betas) == (
+        "adam",
+        pytest.approx(0.005),
+        (0.5, 0.999),
+    )
+    mkd = MkdConfig()
+    assert (mkd.backbone, mkd.strides, mkd.scoring_layers, mkd.mse_weight, mkd.lambda_on) == (
+        "vgg16",
+        (4, 8, 16, 32),
+        3,
+        pytest.approx(0.01),
+        "mse",
+    )
+    assert (mkd.optimizer.name, mkd.optimizer.lr, mkd.batch_size, mkd.input_normalization) == (
+        "adam",
+        pytest.approx(1e-3),
+        64,
+        "none",
+    )
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key"),
+    [
+        (lambda d: d["methods"]["rd4ad"].update(strides=[4, 6]), "rd4ad.strides"),
+        (lambda d: d["methods"]["mkd"].update(scoring_layers=7), "mkd.scoring_layers"),
+        (lambda d: d["methods"]["mkd"].update(lambda_on="both"), "methods.mkd.lambda_on"),
+        (lambda d: d["train"].update(checkpoint="best"), "train.checkpoint"),
+    ],
+)
+def test_impossible_method_settings_are_named(tmp_path, mutate, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_params(write_params(tmp_path, mutate))
 
 
 @pytest.mark.parametrize(
@@ -96,3 +143,27 @@ def test_params_are_frozen():
     params = load_params(REPO / "params.yaml")
     with pytest.raises(AttributeError):
         params.train.epochs = 5  # type: ignore[misc]
+
+
+def test_method_overrides_apply_to_one_dataset_only(tmp_path):
+    def mutate(d):
+        d["method_overrides"]["brain"] = {"rd4ad": {"backbone": "resnet18", "optimizer": {"lr": 0.001}}}
+
+    params = load_params(write_params(tmp_path, mutate))
+    brain, oct_ = params.method("rd4ad", "brain"), params.method("rd4ad", "oct")
+    assert (brain.backbone, brain.optimizer.lr) == ("resnet18", pytest.approx(0.001))
+    assert brain.optimizer.betas == oct_.optimizer.betas  # the rest of the nested section is kept
+    assert (oct_.backbone, oct_.optimizer.lr) == ("efficientnet_lite0", pytest.approx(0.005))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"brain": {"rd4ad": {"backbon": "resnet18"}}}, r"method_overrides\.brain\.rd4ad\.backbon"),
+        ({"brain": {"rd5ad": {}}}, r"method_overrides\.brain"),
+        ({"lungs": {}}, "method_overrides"),
+    ],
+)
+def test_bad_method_overrides_are_named(tmp_path, overrides, key):
+    with pytest.raises(ConfigError, match=key):
+        load_params(write_params(tmp_path, lambda d: d.update(method_overrides=overrides)))

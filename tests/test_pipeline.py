@@ -19,6 +19,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+DATASETS = ("brain", "oct", "wbc")
+METHODS = ("stpm", "rd4ad", "mkd")
 
 TINY = {
     "common": {"image_size": 64},
@@ -42,7 +44,7 @@ TINY = {
             "split": {"train": 0.4, "val": 0.2, "test": 0.4},
         }
     },
-    "methods": {"stpm": {"batch_size": 8}},
+    "methods": {"stpm": {"batch_size": 8}, "rd4ad": {"batch_size": 8}, "mkd": {"batch_size": 8}},
     "train": {"epochs": 2, "steps": 0},
 }
 
@@ -74,14 +76,20 @@ def test_dvc_pipeline_end_to_end(tmp_path):
     run(["dvc", "init", "-q"], project)
 
     first = run(["dvc", "repro"], project)
-    for stage in ("demo_data", "preprocess@brain", "train@oct-stpm", "evaluate@wbc-stpm"):
+    for stage in ("demo_data", "preprocess@brain", "train@oct-rd4ad", "evaluate@wbc-mkd"):
         assert f"'{stage}'" in first, f"stage {stage} did not run"
-    for dataset in ("brain", "oct", "wbc"):
-        metrics = json.loads((project / "reports" / dataset / "stpm" / "metrics.json").read_text())
-        assert 0.0 <= metrics["image_auroc"] <= 1.0
-        assert (project / "models" / dataset / "stpm" / "model.safetensors").is_file()
-        assert (project / "reports" / dataset / "stpm" / "panel.png").stat().st_size > 1000
-    assert json.loads((project / "reports/brain/stpm/metrics.json").read_text())["pixel_auroc"] is not None
+    for dataset in DATASETS:
+        for method in METHODS:
+            reports = project / "reports" / dataset / method
+            metrics = json.loads((reports / "metrics.json").read_text())
+            assert 0.0 <= metrics["image_auroc"] <= 1.0
+            assert (project / "models" / dataset / method / "model.safetensors").is_file()
+            assert (reports / "panel.png").stat().st_size > 1000
+    for method in METHODS:
+        assert (
+            json.loads((project / f"reports/brain/{method}/metrics.json").read_text())["pixel_auroc"]
+            is not None
+        )
 
     assert "Running stage" not in run(["dvc", "repro"], project), "a second dvc repro must be a no-op"
 
@@ -93,7 +101,7 @@ def test_dvc_pipeline_end_to_end(tmp_path):
         for line in status.splitlines()
         if line and not line.startswith("\t") and line.strip().endswith(":") and "@" in line
     }
-    assert changed == {"evaluate@brain-stpm", "evaluate@oct-stpm", "evaluate@wbc-stpm"}, status
+    assert changed == {f"evaluate@{d}-{m}" for d in DATASETS for m in METHODS}, status
 
     shown = run(["dvc", "metrics", "show"], project)
     assert "image_auroc" in shown

@@ -6,9 +6,11 @@ from typing import Any
 
 from kdmed.errors import CheckpointError, ConfigError
 from kdmed.models.base import Detector
+from kdmed.models.mkd import MKD
+from kdmed.models.rd4ad import RD4AD
 from kdmed.models.stpm import STPM
 
-DETECTORS: dict[str, type[Detector]] = {"stpm": STPM}
+DETECTORS: dict[str, type[Detector]] = {"stpm": STPM, "rd4ad": RD4AD, "mkd": MKD}
 
 
 def detector_class(method: str) -> type[Detector]:
@@ -26,7 +28,7 @@ def rebuild_detector(method: str, architecture: dict[str, Any]) -> Detector:
     """The network described by a checkpoint's architecture record, ready for `load_state_dict`."""
     try:
         return detector_class(method).from_architecture(architecture)
-    except (KeyError, TypeError) as error:
+    except (KeyError, TypeError, ConfigError) as error:
         raise CheckpointError(
             f"checkpoint architecture {architecture} is incomplete for {method!r}: {error}"
         ) from error
