@@ -7,7 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test lint clean-outputs
+.PHONY: setup demo real test lint clean-outputs
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kdmed needs Python >= 3.11; set PYTHON=python3.11 (or newer)")'
@@ -16,11 +16,21 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	@touch $@
 
-setup: $(BIN)/.installed  ## create .venv with every dependency (pinned by constraints.txt)
+# The page template `dvc plots show` fills (.dvc/config names it): Vega libraries inlined, so plots render
+# without internet. Generated, not committed; rewritten after every install.
+.dvc/plots_offline.html: $(BIN)/.installed
+	$(BIN)/kdmed plots-template
+
+setup: $(BIN)/.installed .dvc/plots_offline.html  ## create .venv with every dependency (pinned by constraints.txt)
 
 demo: setup  ## run the whole DVC pipeline on the bundled demo data, then print the metrics table
 	$(BIN)/dvc repro
 	$(BIN)/kdmed summary
+
+real: setup  ## the same stages on the real data in ../shared/data (real/dvc.yaml), then its metrics table
+	@test -d ../shared/data || { echo "make real reads ../shared/data (the real scans beside this checkout); it is absent here"; exit 2; }
+	$(BIN)/dvc repro real/dvc.yaml
+	$(BIN)/kdmed --params real/params.yaml summary --markdown
 
 test: setup  ## the test suite (offline; real-data tests skip with a reason when ../shared/data is absent)
 	$(BIN)/python -m pytest
@@ -29,4 +39,4 @@ lint: setup
 	$(BIN)/ruff check kdmed app tests
 
 clean-outputs:  ## remove pipeline outputs (not the DVC cache)
-	rm -rf data/demo data/processed models reports dvc_plots tmp
+	rm -rf data/demo data/processed models reports data/processed-real models-real reports-real dvc_plots tmp

@@ -46,13 +46,29 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_summary(args: argparse.Namespace) -> None:
     from kdmed.summary import print_summary
 
-    print_summary(_params(args))
+    print_summary(_params(args), markdown=args.markdown)
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
     from kdmed.io import inspect_source
 
     print(json.dumps(inspect_source(args.source, series_uid=args.series), indent=2))
+
+
+def cmd_plots_template(args: argparse.Namespace) -> None:
+    from kdmed.plots_offline import install_template
+
+    print(f"wrote {install_template(args.repo)}; `dvc plots show` now renders without internet")
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from kdmed.score import score_source
+
+    source = args.source[0] if len(args.source) == 1 else args.source
+    report = score_source(
+        source, args.model, out=args.out, series_uid=args.series, batch_size=args.batch_size
+    )
+    print(json.dumps(report, indent=2, allow_nan=False))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,12 +93,30 @@ def build_parser() -> argparse.ArgumentParser:
         command = add(name, handler, text)
         command.add_argument("--dataset", required=True)
         command.add_argument("--method", required=True)
-    add("summary", cmd_summary, "print the metrics table and where models and plots are")
+    summary = add("summary", cmd_summary, "print the metrics table and where models and plots are")
+    summary.add_argument(
+        "--markdown", action="store_true", help="a Markdown table with intervals and BMAD's numbers (README)"
+    )
     inspect = add("inspect", cmd_inspect, "describe a study (NIfTI, DICOM folder/zip/file, 2D image) as JSON")
     inspect.add_argument("source")
     inspect.add_argument(
         "--series", default=None, help="SeriesInstanceUID to choose when several are present"
     )
+    score = add(
+        "score",
+        cmd_score,
+        "score a study (NIfTI, DICOM folder/zip/files, 2D image) or a folder of 2D images; JSON on stdout",
+    )
+    score.add_argument("source", nargs="+", help="a file, a folder, a zip, or several files of one study")
+    score.add_argument("--model", required=True, help="checkpoint (.safetensors) written by `kdmed train`")
+    score.add_argument("--out", default=None, help="folder for anomaly maps (NPZ, input grid) and overlays")
+    score.add_argument("--batch-size", type=int, default=16, help="slices per forward pass (default: 16)")
+    score.add_argument("--series", default=None, help="DICOM SeriesInstanceUID (default: the largest axial)")
+    add(
+        "plots-template",
+        cmd_plots_template,
+        "write .dvc/plots_offline.html (Vega libraries inlined) and make `dvc plots show` use it",
+    ).add_argument("--repo", default=".", help="DVC project root (default: the current folder)")
     return parser
 
 

@@ -93,6 +93,8 @@ class DatasetConfig:
     masks_dir: str = ""
     split: SplitConfig = field(default_factory=SplitConfig)
     max_images_per_split: int = 0  # 0 keeps all; otherwise a seeded per-split cap (fast experiments)
+    # published numbers to print beside this dataset's results (`kdmed summary --markdown`), see kdmed.published
+    published: Literal["", "brats", "oct2017"] = ""
 
     def __post_init__(self) -> None:
         require(self.slice_axis in (0, 1, 2), "slice_axis", self.slice_axis, "0, 1 or 2")

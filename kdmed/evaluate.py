@@ -1,9 +1,11 @@
 """The `evaluate` stage: score the held-out test split with a trained checkpoint and write DVC metrics/plots.
 
-Writes under `<evaluate.out_dir>/<dataset>/<method>/`: `metrics.json` (image AUROC, pixel AUROC, AUPRO to
-FPR 0.3 with the MVTec definition, the calibrated threshold and its test sensitivity/specificity, study-level
-AUROC for volumes), `roc.csv` (the ROC curve), `scores.csv` (one row per test image) and `panel.png` (the
-highest-scoring test images with heat maps and ground-truth contours). The threshold comes from the
+Writes under `<evaluate.out_dir>/<dataset>/<method>/`: `metrics.json` (image AUROC, average precision,
+F1-max, sensitivity at the target specificity, pixel AUROC, AUPRO to FPR 0.3 with the MVTec definition,
+patient-level bootstrap intervals when the test split has enough patients, the calibrated threshold and its
+test sensitivity/specificity, study-level AUROC for volumes), `roc.csv` and `pr.csv` (the curves),
+`histogram.csv` (test scores of normal and anomalous images in shared bins), `scores.csv` (one row per
+test image) and `panel.png` (the highest-scoring test images with heat maps and ground-truth contours). The threshold comes from the
 checkpoint, fixed on validation data before the test split is read.
 """
 
@@ -20,7 +22,15 @@ from kdmed.checkpoint import load_checkpoint
 from kdmed.config import Params
 from kdmed.data.slices import SliceSet, load_split
 from kdmed.inference import predict_images
-from kdmed.metrics import aupro, image_auroc, pixel_auroc
+from kdmed.metrics import (
+    DegenerateSampleError,
+    MetricInputError,
+    aupro,
+    image_auroc,
+    pixel_auroc,
+    pixel_bootstrap,
+    summarize,
+)
 from kdmed.runtime import amp_dtype, configure_threads, resolve_device
 from kdmed.train import checkpoint_path
 
@@ -40,6 +50,51 @@ def roc_points(labels: np.ndarray, scores: np.ndarray) -> list[dict]:
     return rows
 
 
+def pr_points(labels: np.ndarray, scores: np.ndarray) -> list[dict]:
+    """(recall, precision, threshold) at every distinct score, anomalous = positive."""
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    distinct = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
+    tp, fp = np.cumsum(y)[distinct], np.cumsum(1 - y)[distinct]
+    recall, precision = tp / max(y.sum(), 1), tp / np.maximum(tp + fp, 1)
+    return [
+        {"recall": float(r), "precision": float(p), "threshold": float(s[i])}
+        for r, p, i in zip(recall, precision, distinct, strict=True)
+    ]
+
+
+def histogram_rows(labels: np.ndarray, scores: np.ndarray, bins: int = 30) -> list[dict]:
+    """Counts of normal and anomalous test scores in the same bins (bin centre as x)."""
+    edges = np.histogram_bin_edges(scores, bins=bins)
+    normal, _ = np.histogram(scores[labels == 0], bins=edges)
+    anomalous, _ = np.histogram(scores[labels == 1], bins=edges)
+    centres = (edges[:-1] + edges[1:]) / 2
+    return [
+        {"score": float(c), "normal": int(n), "anomalous": int(a)}
+        for c, n, a in zip(centres, normal, anomalous, strict=True)
+    ]
+
+
+MIN_PATIENTS_FOR_INTERVALS = 5
+
+
+def image_metrics(labels: np.ndarray, scores: np.ndarray, patients: np.ndarray, specificity: float) -> dict:
+    """Every image-level metric; 95 % patient-bootstrap intervals when there are enough patients (slices
+    of one patient are not independent, so a resample of slices would understate the uncertainty)."""
+    n_patients = len(set(patients.tolist()))
+    if n_patients >= MIN_PATIENTS_FOR_INTERVALS:
+        try:
+            return {
+                **summarize(labels, scores, patients, specificity=specificity),
+                "intervals": "patient bootstrap",
+            }
+        except (DegenerateSampleError, MetricInputError) as error:
+            reason = f"patient bootstrap undefined: {error}"
+    else:
+        reason = f"only {n_patients} test patient(s): no patient-level interval"
+    return {**summarize(labels, scores, specificity=specificity), "intervals": reason}
+
+
 def study_scores(patients: np.ndarray, labels: np.ndarray, scores: np.ndarray, how: str, top_k: int):
     """Per-patient (study) score: max or mean of the top-k slice scores; a study is anomalous if any slice is."""
     names = sorted(set(patients.tolist()))
@@ -53,16 +108,26 @@ def study_scores(patients: np.ndarray, labels: np.ndarray, scores: np.ndarray, h
 
 
 def pixel_metrics(test: SliceSet, maps: np.ndarray) -> dict:
-    """Pixel AUROC and AUPRO over normal images and anomalies that have a pixel mask."""
+    """Pixel AUROC and AUPRO over normal images and anomalies that have a pixel mask, with patient-bootstrap
+    intervals when there are enough patients."""
     usable = (test.labels == 0) | test.has_mask
     has_region = bool(test.masks[usable].any())
     if not has_region:
         return {"pixel_auroc": None, "aupro_0.3": None, "pixel_images": int(usable.sum())}
-    return {
+    out = {
         "pixel_auroc": pixel_auroc(maps[usable], test.masks[usable]),
         "aupro_0.3": aupro(maps[usable], test.masks[usable], fpr_limit=0.3),
         "pixel_images": int(usable.sum()),
     }
+    patients = test.patients[usable]
+    if len(set(patients.tolist())) >= MIN_PATIENTS_FOR_INTERVALS:
+        try:
+            intervals = pixel_bootstrap(maps[usable], test.masks[usable], patients, fpr_limit=0.3)
+        except (DegenerateSampleError, MetricInputError):
+            return out
+        for name, key in (("pixel_auroc", "pixel_auroc"), ("aupro", "aupro_0.3")):
+            out[f"{key}_ci_low"], out[f"{key}_ci_high"] = intervals[name].interval
+    return out
 
 
 def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
@@ -86,7 +151,7 @@ def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
         "test_images": int(len(test)),
         "test_normal": int(normal.sum()),
         "test_anomalous": int(anomalous.sum()),
-        "image_auroc": image_auroc(test.labels, result.scores),
+        **image_metrics(test.labels, result.scores, test.patients, params.train.target_specificity),
         **pixel_metrics(test, result.maps),
         "aupro_variant": "MVTec: regions over the whole test set, FPR over all negative pixels, divided by 0.3",
         "threshold": threshold,
@@ -109,6 +174,8 @@ def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
     out_dir = Path(params.evaluate.out_dir) / dataset / method
     atomic.write_json(out_dir / "metrics.json", _rounded(metrics))
     atomic.write_csv(out_dir / "roc.csv", roc_points(test.labels, result.scores))
+    atomic.write_csv(out_dir / "pr.csv", pr_points(test.labels, result.scores))
+    atomic.write_csv(out_dir / "histogram.csv", histogram_rows(test.labels, result.scores))
     atomic.write_csv(
         out_dir / "scores.csv",
         [

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from kdmed.config import Params
+from kdmed.published import BMAD_NOTE, bmad_numbers
 from kdmed.train import checkpoint_path
 
 COLUMNS = (
@@ -31,7 +32,50 @@ def summary_rows(params: Params) -> list[dict]:
     return rows
 
 
-def print_summary(params: Params) -> None:
+def _with_interval(metrics: dict, key: str) -> str:
+    value = metrics.get(key)
+    if value is None:
+        return "-"
+    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    if low is None or high is None:
+        return f"{100 * value:.1f}"
+    return f"{100 * value:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _published(values) -> str:
+    if values is None:
+        return "-"
+    return " / ".join("-" if v is None else f"{v:.1f}" for v in values)
+
+
+def markdown_table(params: Params) -> str:
+    """The results table for the README: metrics with their 95 % patient-bootstrap intervals (where the
+    test split has enough patients) beside BMAD's published numbers."""
+    lines = [
+        "| dataset | method | teacher | image AUROC | pixel AUROC | AUPRO@0.3 | sens / spec at threshold "
+        "| test normal / anomalous | BMAD image / pixel / PRO |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary_rows(params):
+        m = row["metrics"]
+        if not m:
+            lines.append(f"| {row['dataset']} | {row['method']} | not evaluated yet | | | | | | |")
+            continue
+        published = params.dataset(row["dataset"]).published
+        sens_spec = f"{_cell(m.get('test_sensitivity'))} / {_cell(m.get('test_specificity'))}"
+        counts = f"{m.get('test_normal', '?')} / {m.get('test_anomalous', '?')}"
+        lines.append(
+            f"| {row['dataset']} | {row['method']} | {m.get('backbone', '?')} | {_with_interval(m, 'image_auroc')} "
+            f"| {_with_interval(m, 'pixel_auroc')} | {_with_interval(m, 'aupro_0.3')} | {sens_spec} | {counts} "
+            f"| {_published(bmad_numbers(published, row['method']))} |"
+        )
+    return "\n".join(lines) + "\n\n" + BMAD_NOTE + "\n"
+
+
+def print_summary(params: Params, markdown: bool = False) -> None:
+    if markdown:
+        print(markdown_table(params))
+        return
     rows = summary_rows(params)
     header = f"{'dataset':<10}{'method':<8}{'backbone':<20}" + "".join(f"{t:>13}" for _, t in COLUMNS)
     print(header)
@@ -51,6 +95,7 @@ def print_summary(params: Params) -> None:
         f"(e.g. {checkpoint_path(params, rows[0]['dataset'], rows[0]['method'])})"
     )
     print(
-        f"reports: {Path(params.evaluate.out_dir)}/<dataset>/<method>/ (metrics.json, roc.csv, scores.csv, panel.png)"
+        f"reports: {Path(params.evaluate.out_dir)}/<dataset>/<method>/ "
+        "(metrics.json, roc.csv, pr.csv, histogram.csv, scores.csv, panel.png)"
     )
     print("plots:   `dvc plots show` writes dvc_plots/index.html; `dvc metrics show` prints every metric")

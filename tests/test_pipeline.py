@@ -105,7 +105,9 @@ def test_dvc_pipeline_end_to_end(tmp_path):
 
     shown = run(["dvc", "metrics", "show"], project)
     assert "image_auroc" in shown
+    run(["kdmed", "plots-template"], project)
     run(["dvc", "plots", "show", "-o", "plots_html"], project)
-    assert (project / "plots_html" / "index.html").is_file()
+    page = (project / "plots_html" / "index.html").read_text()
+    assert "cdn.jsdelivr.net" not in page and "vegaEmbed" in page, "the plots page must render offline"
     summary = run(["kdmed", "summary"], project)
     assert "image AUROC" in summary and "models:" in summary

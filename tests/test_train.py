@@ -104,3 +104,41 @@ def test_cached_teacher_features_train_exactly_like_the_teacher_pass():
         )
     for name, value in results[0].best_state.items():
         assert torch.allclose(value.float(), results[1].best_state[name].float(), atol=1e-5), name
+
+
+def test_training_and_calibration_never_read_the_test_split(tiny_brain, monkeypatch, tmp_path):
+    """The threshold is fixed from validation data only: training, checkpoint choice and calibration run
+    with the test split made unreadable, and the evaluate stage uses the checkpoint's threshold as is."""
+    import kdmed.train as train_module
+    from kdmed.config import load_params
+    from kdmed.data.slices import split_path
+    from kdmed.evaluate import evaluate_stage
+
+    processed = Path(tiny_brain.preprocess.out_dir)
+    test_file = split_path(processed, "brain", "test")
+    hidden = tmp_path / "hidden_test.npz"
+    test_file.rename(hidden)
+    requested = []
+    real_load_split = train_module.load_split
+
+    def guarded(out_dir, dataset, split):
+        requested.append(split)
+        assert split != "test", "training asked for the test split"
+        return real_load_split(out_dir, dataset, split)
+
+    monkeypatch.setattr(train_module, "load_split", guarded)
+    try:
+        summary = train_stage(tiny_brain, "brain", "stpm")
+    finally:
+        hidden.rename(test_file)
+    assert set(requested) == {"train", "val"}
+    threshold = read_metadata(Path(summary["checkpoint"]))["calibration"]["threshold"]
+    assert threshold == summary["threshold"]
+
+    params = load_params(Path(tiny_brain.preprocess.out_dir).parent / "params.yaml")
+    metrics = evaluate_stage(params, "brain", "stpm")
+    assert metrics["threshold"] == pytest.approx(threshold)
+    assert {"average_precision", "f1_max", "sensitivity_at_specificity", "intervals"} <= set(metrics)
+    reports = Path(params.evaluate.out_dir) / "brain" / "stpm"
+    for name in ("roc.csv", "pr.csv", "histogram.csv", "scores.csv", "metrics.json", "panel.png"):
+        assert (reports / name).is_file(), name

@@ -245,22 +245,36 @@ class LoadStudyd(MapTransform):
         return d
 
 
+def _volume_steps(config: PreprocessConfig, rules: SliceRules) -> list[MapTransform]:
+    """The whole-volume steps, before slicing: load, channel first, normalise, choose the crop box."""
+    return [
+        LoadStudyd(["image", "mask"]),
+        EnsureChannelFirstd(["image", "mask"], channel_dim="no_channel", allow_missing_keys=True),
+        NormalizeForegroundd(["image"], config.lower_percentile, config.upper_percentile),
+        CropSquareForegroundd(
+            ["image"], axis=rules.axis, margin=config.crop_margin, enabled=config.crop_foreground
+        ),
+    ]
+
+
 def build_volume_transform(
     config: PreprocessConfig, rules: SliceRules, image_size: int, keep_all: bool = False
 ) -> Compose:
     """Load -> channel first -> foreground percentile normalisation -> square foreground crop -> slices."""
     return Compose(
-        [
-            LoadStudyd(["image", "mask"]),
-            EnsureChannelFirstd(["image", "mask"], channel_dim="no_channel", allow_missing_keys=True),
-            NormalizeForegroundd(["image"], config.lower_percentile, config.upper_percentile),
-            CropSquareForegroundd(
-                ["image"], axis=rules.axis, margin=config.crop_margin, enabled=config.crop_foreground
-            ),
-            ExtractSlicesd(rules, image_size, keep_all=keep_all),
-        ],
+        [*_volume_steps(config, rules), ExtractSlicesd(rules, image_size, keep_all=keep_all)],
         map_items=False,
     )
+
+
+def volume_crop(
+    config: PreprocessConfig, rules: SliceRules, study
+) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    """The `(crop_box, view_shape)` that `build_volume_transform` uses for `study` (same steps, same
+    values), so that maps at view resolution can be put back on the volume's grid."""
+    data = Compose(_volume_steps(config, rules), map_items=False)({"image": study})
+    box = tuple(int(v) for v in data["crop_box"])
+    return box, tuple(int(v) for v in data["view_shape"])  # type: ignore[return-value]
 
 
 class PrepareImaged(MapTransform):

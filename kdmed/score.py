@@ -1,0 +1,448 @@
+"""`kdmed score`: score a study (NIfTI, DICOM series, 2D image) or a folder of 2D images with a checkpoint.
+
+`score_source` returns one JSON-able report (NaN as None); with `out` it also writes the anomaly maps as
+NPZ on the input's own voxel grid and overlay PNGs, all atomically. Reading goes through `kdmed.io` and
+scoring only through `kdmed.inference.score_study` (the app's code path); this module only undoes the
+preprocessing geometry: square foreground crop, radiological view, slice axis and RAS reorientation for
+volumes, the resize for 2D images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from nibabel import orientations
+
+from kdmed import atomic
+from kdmed.checkpoint import Checkpoint, load_checkpoint
+from kdmed.data.transforms import from_view, resize_map, to_unit_range
+from kdmed.errors import KdmedError, StudyReadError
+from kdmed.inference import StudyResult, score_study
+from kdmed.io import Study, load_study
+from kdmed.io.limits import ReadLimits
+from kdmed.io.sniff import DICOM_KINDS, IMAGE_KINDS, NIFTI_KINDS, Kind
+from kdmed.io.sources import Item, collect
+
+log = logging.getLogger(__name__)
+
+OVERLAYS_WHEN_NONE_FLAGGED = 5
+_RAS = np.array([[0, 1], [1, 1], [2, 1]])
+
+
+def score_source(
+    source: Any,
+    model: str | Path,
+    *,
+    out: str | Path | None = None,
+    series_uid: str | None = None,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Score `source` (a path, a folder, or a list of paths) with the checkpoint at `model`."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise KdmedError(f"--batch-size must be a positive integer, got {batch_size!r}; pass e.g. 16")
+    out = Path(out) if out is not None else None
+    images = image_items(source, series_uid)
+    checkpoint = load_checkpoint(model)
+    study = load_study(source, series_uid=series_uid) if images is None else None
+    if out is not None:
+        _make_folder(out)
+    report: dict[str, Any] = {"source": _label(source), "model": model_info(model, checkpoint.metadata)}
+    report["threshold"] = checkpoint.threshold
+    if study is None:
+        return report | _score_images(checkpoint, images, source, out, batch_size)
+    result = score_study(checkpoint, study, batch_size=batch_size)
+    if study.is_volume:
+        return report | _score_volume(checkpoint, study, result, source, series_uid, out)
+    return report | _score_image(study, result, Path(_label(source)).name, out)
+
+
+def model_info(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "path": str(path),
+        "method": meta["method"],
+        "backbone": meta.get("architecture", {}).get("backbone"),
+        "dataset": meta.get("dataset"),
+        "kind": meta.get("kind"),
+        "image_size": meta.get("image_size"),
+        "trained_at": meta.get("training", {}).get("trained_at"),
+        "threshold_rule": meta.get("calibration", {}).get("rule"),
+    }
+
+
+# ------------------------------------------------------------------------------------------- volumes
+
+
+@dataclass(frozen=True)
+class InputGrid:
+    """The input's own voxel array (a NIfTI's spatial data shape; for DICOM the series' column, row and
+    slice in position order, as `kdmed.io` stacks it) and how the canonical RAS study maps onto it."""
+
+    shape: tuple[int, ...]
+    affine: np.ndarray  # input voxel -> RAS mm
+    to_input: np.ndarray  # nibabel orientation: canonical array -> input array
+    instance_numbers: list[int] | None = None  # DICOM: InstanceNumber of each input slice (axis 2)
+
+    def array(self, canonical: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(orientations.apply_orientation(canonical, self.to_input)).reshape(
+            self.shape
+        )
+
+    def index(self, axis: int, k: int, n: int) -> tuple[int, int]:
+        """(input axis, input index) of canonical slice `k` of `n` along canonical `axis`."""
+        target, flip = self.to_input[axis]
+        return int(target), k if flip > 0 else n - 1 - k
+
+
+def input_grid(source: Any, study: Study, series_uid: str | None) -> tuple[InputGrid, list[dict] | None]:
+    """Recover the input's voxel order from its header (Study keeps only the canonical affine), checked
+    against the loaded study; DICOM also lists every series found."""
+    items = collect(source, ReadLimits())
+    infos = None
+    if study.metadata.source_kind == "nifti":
+        shape, affine = _nifti_header(next(i for i in items if i.kind in NIFTI_KINDS))
+        numbers = None
+    else:
+        from kdmed.io.dicom_series import choose, scan, series_info
+        from kdmed.io.dicom_volume import plan_volume
+
+        series, _ = scan([i for i in items if i.kind in DICOM_KINDS], _label(source))
+        chosen, _ = choose(series, series_uid, _label(source))
+        plan = plan_volume(chosen, study.metadata.volume_index, _label(source))
+        shape, affine = plan.raw_shape, plan.affine
+        numbers = [int(frame.file.instance) for frame in plan.frames]
+        infos = [
+            s.to_dict()
+            for s in sorted(map(series_info, series), key=lambda i: (i.number is None, i.number or 0))
+        ]
+    ornt = orientations.io_orientation(affine)
+    grid = InputGrid(tuple(shape), affine, orientations.ornt_transform(_RAS, ornt), numbers)
+    reoriented = [0, 0, 0]
+    for axis, (target, _) in enumerate(grid.to_input):
+        reoriented[int(target)] = study.array.shape[axis]
+    if tuple(reoriented) != tuple(shape) + (1,) * (3 - len(shape)):  # a 2D NIfTI is read as (X, Y, 1)
+        raise StudyReadError(
+            f"{_label(source)}: the header's grid {tuple(shape)} does not match the volume read "
+            f"{study.array.shape}; the file changed while it was read, score it again"
+        )
+    return grid, infos
+
+
+def _nifti_header(item: Item) -> tuple[tuple[int, ...], np.ndarray]:
+    klass = nib.Nifti2Image if item.kind is Kind.NIFTI2 else nib.Nifti1Image
+    with contextlib.ExitStack() as stack:
+        stream: Any = item.stream()
+        if isinstance(stream, str):
+            stream = stack.enter_context(open(stream, "rb"))
+        header = klass.from_stream(stream)
+        shape = tuple(int(s) for s in header.shape)
+        affine = np.asarray(header.affine, dtype=np.float64)
+    spatial = shape[:3] if len(shape) >= 3 else shape
+    return spatial, affine
+
+
+def volume_maps(result: StudyResult, study: Study, checkpoint: Checkpoint, grid: InputGrid) -> np.ndarray:
+    """Per-slice maps (cropped view resolution) -> one float32 array on the input's grid; unscored slices 0."""
+    from kdmed.data.transforms import volume_crop
+
+    preprocess, rules = _preprocessing(checkpoint)
+    box, view_shape = volume_crop(preprocess, rules, study)
+    canonical = np.zeros(study.array.shape, np.float32)
+    for i, k in enumerate(result.slice_indices):
+        if not np.isfinite(result.scores[i]):
+            continue
+        index: list[Any] = [slice(None)] * 3
+        index[rules.axis] = k
+        canonical[tuple(index)] = from_view(uncrop(result.maps[i], box, view_shape))
+    return grid.array(canonical)
+
+
+def _preprocessing(checkpoint: Checkpoint):
+    """The checkpoint's own preprocessing settings, rebuilt as `inference.study_items` does."""
+    from kdmed.config import DatasetConfig, PreprocessConfig
+    from kdmed.config_schema import build
+    from kdmed.data.preprocess import slice_rules
+
+    meta = checkpoint.metadata
+    rules = slice_rules(build(DatasetConfig, meta["dataset_config"], "dataset"))
+    return build(PreprocessConfig, meta["preprocess"], "preprocess"), rules
+
+
+def uncrop(view_map: np.ndarray, box: tuple[int, int, int, int], view_shape: tuple[int, int]) -> np.ndarray:
+    """Inverse of `crop_padded` for one map: back onto the uncropped view, padding dropped, outside 0."""
+    r0, r1, c0, c1 = box
+    if view_map.shape != (r1 - r0, c1 - c0):
+        raise ValueError(f"map of shape {view_map.shape} does not fit crop box {box}")
+    h, w = view_shape
+    out = np.zeros(view_shape, np.float32)
+    sr0, sr1, sc0, sc1 = max(r0, 0), min(r1, h), max(c0, 0), min(c1, w)
+    out[sr0:sr1, sc0:sc1] = view_map[sr0 - r0 : sr1 - r0, sc0 - c0 : sc1 - c0]
+    return out
+
+
+def _score_volume(checkpoint, study, result, source, series_uid, out) -> dict[str, Any]:
+    grid, infos = input_grid(source, study, series_uid)
+    axis = _preprocessing(checkpoint)[1].axis
+    n = study.array.shape[axis]
+    input_axis = grid.index(axis, 0, n)[0]
+    slices = []
+    for i, k in enumerate(result.slice_indices):
+        entry = {"name": result.names[i], "slice": k, "input_index": grid.index(axis, k, n)[1]}
+        if grid.instance_numbers is not None and input_axis == 2:
+            entry["instance_number"] = grid.instance_numbers[entry["input_index"]]
+        slices.append(entry | _scores(result, i))
+    meta = study.metadata
+    report = {
+        "kind": "volume",
+        "input": {
+            "source_kind": meta.source_kind,
+            "shape": list(grid.shape),
+            "orientation": "".join(orientations.aff2axcodes(grid.affine)),
+            "slice_axis": input_axis,
+            "n_volumes": meta.n_volumes,
+            "volume_index": meta.volume_index,
+            "warnings": list(meta.warnings),
+        },
+        "study_score": _num(result.study_score),
+        "study_normalized": _num(_normalized(checkpoint, result.study_score)),
+        "study_flagged": result.study_flagged,
+        "n_slices": len(slices),
+        "n_scored": int(np.isfinite(result.scores).sum()),
+        "n_flagged": int(result.flagged.sum()),
+        "slices": slices,
+    }
+    if meta.source_kind == "dicom":
+        report["input"]["series"] = {
+            "uid": meta.series_uid,
+            "number": meta.series_number,
+            "description": meta.series_description,
+            "modality": meta.modality,
+        }
+        report["input"]["available_series"] = infos
+    if out is not None:
+        maps = volume_maps(result, study, checkpoint, grid)
+        scores = np.full(grid.shape[input_axis], np.nan)
+        for entry, score in zip(slices, result.scores, strict=True):
+            scores[entry["input_index"]] = score
+        write_npz(out / "maps.npz", maps=maps, affine=grid.affine, slice_axis=np.int64(input_axis),
+                  slice_scores=scores, threshold=np.float64(result.threshold))  # fmt: skip
+        vmax = max((float(heat.max()) for heat in result.maps), default=0.0)
+        overlays = []
+        for i in _overlay_order(result.scores, result.flagged):
+            path = out / "overlays" / f"slice_{result.slice_indices[i]:03d}.png"
+            write_overlay(path, result.views[i], result.maps[i], _title(result, i), vmax)
+            overlays.append(str(path))
+        report["outputs"] = {"maps": str(out / "maps.npz"), "overlays": overlays}
+    return report
+
+
+# --------------------------------------------------------------------------------------------- images
+
+
+def image_items(source: Any, series_uid: str | None) -> list[Item] | None:
+    """The 2D images of a folder or list of paths holding nothing else scoreable; None for any other
+    source (it is one study, read by `load_study`)."""
+    is_folder = isinstance(source, str | Path) and Path(source).is_dir()
+    if not (is_folder or isinstance(source, list | tuple)) or series_uid is not None:
+        return None
+    items = collect(source, ReadLimits())
+    if any(i.kind in DICOM_KINDS | NIFTI_KINDS for i in items):
+        return None
+    images = [i for i in items if i.kind in IMAGE_KINDS]
+    return images or None
+
+
+def _score_image(study: Study, result: StudyResult, name: str, out: Path | None) -> dict[str, Any]:
+    """One 2D image given on its own: its entry, its map at its own size and its overlay."""
+    entry = _image_entry(study, result, name, out, maps_name="maps.npz", overlay_name="overlays/image.png")
+    return {
+        "kind": "image",
+        "study_score": _num(result.study_score),
+        "study_normalized": entry["normalized"],
+        "study_flagged": result.study_flagged,
+        "n_flagged": int(result.flagged.sum()),
+        "images": [entry],
+    }
+
+
+def _image_entry(study, result, name, out, maps_name: str, overlay_name: str | None) -> dict[str, Any]:
+    """Scores of one image; with `out`, its map as NPZ at the image's own height x width, and an overlay
+    when `overlay_name` is given."""
+    entry: dict[str, Any] = {"name": name, "shape": list(study.array.shape[:2])} | _scores(result, 0)
+    if study.metadata.warnings:
+        entry["warnings"] = list(study.metadata.warnings)
+    if out is None:
+        return entry
+    heat = image_map(result, study)
+    write_npz(out / maps_name, maps=heat, score=np.float64(result.scores[0]), threshold=result.threshold)
+    entry["outputs"] = {"maps": str(out / maps_name)}
+    if overlay_name is not None:
+        write_overlay(out / overlay_name, _display(study), heat, _title(result, 0, name), float(heat.max()))
+        entry["outputs"]["overlay"] = str(out / overlay_name)
+    return entry
+
+
+def image_map(result: StudyResult, study: Study) -> np.ndarray:
+    """The map of a 2D image back at the image's own height x width (undoing the resize to the model)."""
+    return resize_map(result.maps[0], tuple(study.array.shape[:2]))
+
+
+def _score_images(checkpoint, images: list[Item], source, out: Path | None, batch_size: int) -> dict:
+    """A folder (or list) of 2D images, one `score_study` call each; unreadable images are reported."""
+    if checkpoint.metadata["kind"] == "volume":
+        meta = checkpoint.metadata
+        raise StudyReadError(
+            f"model '{meta['dataset']}/{meta['method']}' scores 3D volumes, but {_label(source)} holds 2D "
+            "images; pass a NIfTI file or a DICOM series, or an image model"
+        )
+    root = Path(source) if isinstance(source, str | Path) else None
+    entries, errors, runners_up, used = [], [], [], set()
+    for item in images:
+        name = _relative(item.name, root)
+        stem = _file_stem(name if root is not None else Path(name).name, used)
+        try:
+            study = load_study(item.path if item.path is not None else [(item.name, item.read())])
+            result = score_study(checkpoint, study, batch_size=batch_size)
+        except StudyReadError as error:
+            log.warning("%s: %s", name, error)
+            errors.append({"name": name, "error": str(error)})
+            continue
+        overlay = f"overlays/{stem}.png" if result.flagged[0] else None
+        entries.append(_image_entry(study, result, name, out, f"maps/{stem}.npz", overlay))
+        if out is not None and not result.flagged[0] and np.isfinite(result.scores[0]):
+            runners_up.append((float(result.scores[0]), len(entries) - 1, stem, study, result))
+            runners_up = sorted(runners_up, key=lambda r: -r[0])[:OVERLAYS_WHEN_NONE_FLAGGED]
+    if not entries:
+        raise StudyReadError(
+            f"{_label(source)}: none of its {len(images)} image(s) could be read; first: {errors[0]['error']}"
+        )
+    flagged = sum(e["flagged"] for e in entries)
+    if out is not None and flagged == 0:
+        for _, i, stem, study, result in runners_up:
+            path = out / "overlays" / f"{stem}.png"
+            heat = image_map(result, study)
+            write_overlay(
+                path, _display(study), heat, _title(result, 0, entries[i]["name"]), float(heat.max())
+            )
+            entries[i]["outputs"]["overlay"] = str(path)
+    return {
+        "kind": "images",
+        "n_images": len(images),
+        "n_scored": sum(e["score"] is not None for e in entries),
+        "n_flagged": flagged,
+        "images": entries,
+        "errors": errors,
+    }
+
+
+def _relative(name: str, root: Path | None) -> str:
+    """An image's name in the report: its path inside the folder given, or the path as given."""
+    if root is not None:
+        with contextlib.suppress(ValueError):
+            return Path(name).relative_to(root).as_posix()
+    return name
+
+
+def _file_stem(name: str, used: set[str]) -> str:
+    """A unique relative output path for an image (its name without root, '..' or '.' parts): the path
+    inside the folder given, or for a list of files the file name (`a.png`, then `a.png~2`)."""
+    parts = [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("/", "..", ".")]
+    stem = "/".join(parts) or "image"
+    candidate, n = stem, 1
+    while candidate in used:
+        n += 1
+        candidate = f"{stem}~{n}"
+    used.add(candidate)
+    return candidate
+
+
+def _display(study: Study) -> np.ndarray:
+    """The image in [0, 1] as (C, H, W) for an overlay, in its stored row/column order."""
+    image = to_unit_range(np.asarray(study.array))
+    return image[None] if image.ndim == 2 else np.moveaxis(image[..., :3], -1, 0)
+
+
+# --------------------------------------------------------------------------------------------- output
+
+
+def _make_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # an existing file of that name, no permission, a read-only disk
+        raise KdmedError(
+            f"--out {out}: cannot create this folder ({error}); pass a writable folder"
+        ) from error
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic.write_bytes(path, buffer.getvalue())
+
+
+def write_overlay(path: Path, view: np.ndarray, heat: np.ndarray, title: str, vmax: float) -> None:
+    """The image in grey (or colour) with the anomaly map on top, a colour bar and the verdict."""
+    from kdmed.plots import display_image, plt
+
+    figure, axis = plt.subplots(figsize=(4.2, 3.6))
+    image = display_image(view)
+    axis.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0.0, vmax=1.0)
+    layer = axis.imshow(heat, cmap="jet", alpha=0.45, vmin=0.0, vmax=vmax or 1.0)
+    figure.colorbar(layer, ax=axis, fraction=0.046, pad=0.04)
+    axis.set_axis_off()
+    axis.set_title(title, fontsize=8)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    atomic.write_bytes(path, buffer.getvalue())
+
+
+def _overlay_order(scores: np.ndarray, flagged: np.ndarray) -> list[int]:
+    """Flagged slices, or the highest-scoring scored ones when none is flagged."""
+    index = np.flatnonzero(flagged)
+    if index.size == 0:
+        index = np.flatnonzero(np.isfinite(scores))
+        index = index[np.argsort(-scores[index], kind="stable")][:OVERLAYS_WHEN_NONE_FLAGGED]
+    return sorted(index.tolist())
+
+
+def _title(result: StudyResult, i: int, name: str | None = None) -> str:
+    verdict = "FLAGGED" if result.flagged[i] else "not flagged"
+    return f"{name or result.names[i]}: score {result.scores[i]:.4g} (threshold {result.threshold:.4g}), {verdict}"
+
+
+def _scores(result: StudyResult, i: int) -> dict[str, Any]:
+    return {
+        "score": _num(result.scores[i]),
+        "normalized": _num(result.normalized[i]),
+        "flagged": bool(result.flagged[i]),
+    }
+
+
+def _normalized(checkpoint: Checkpoint, score: float) -> float:
+    from kdmed.calibration import normalized_score
+
+    return (
+        float("nan")
+        if not math.isfinite(score)
+        else float(normalized_score(score, checkpoint.metadata["calibration"]))
+    )
+
+
+def _num(value: Any) -> float | None:
+    """A finite float, or None (JSON null) for NaN / infinity."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _label(source: Any) -> str:
+    if isinstance(source, list | tuple):
+        return f"the {len(source)} file(s) given"
+    return str(source)
