@@ -176,7 +176,9 @@ def fit(
             record["val_selection"],
             record["images_per_s"],
         )
-        if state_file is not None:
+        # Resume points at selection epochs only: on a tiny dataset (one step per epoch) writing the whole
+        # student and optimiser state every epoch would cost more than the training itself.
+        if state_file is not None and record["val_selection"] is not None:
             _save_state(state_file, state, detector, optimizer, generator)
     return state
 

@@ -100,6 +100,21 @@ def per_sample_terms(teacher: torch.Tensor, student: torch.Tensor) -> tuple[torc
     return 1 - F.cosine_similarity(t, s, dim=1), (s - t).pow(2).mean(dim=1)
 
 
+def combine_terms(
+    direction: torch.Tensor,
+    value: torch.Tensor,
+    mse_weight: float,
+    lambda_on: str = "mse",
+    direction_only: bool = False,
+) -> torch.Tensor:
+    """direction + lambda * value (official code), value + lambda * direction (paper), or direction only."""
+    if direction_only:
+        return direction
+    if lambda_on == "direction":
+        return value + mse_weight * direction
+    return direction + mse_weight * value
+
+
 def mkd_per_sample_loss(
     teacher: Features,
     student: Features,
@@ -113,11 +128,7 @@ def mkd_per_sample_loss(
     for name in layers:
         d, v = per_sample_terms(teacher[name], student[name])
         direction, value = direction + d, value + v
-    if direction_only:
-        return direction
-    if lambda_on == "direction":
-        return value + mse_weight * direction
-    return direction + mse_weight * value
+    return combine_terms(direction, value, mse_weight, lambda_on, direction_only)
 
 
 class MKD(Detector):
@@ -162,14 +173,12 @@ class MKD(Detector):
         """(B,) per-image scoring loss over the scoring critical points. Differentiable with respect to
         `x01` (no `no_grad` inside): this is the function the gradient maps attribute."""
         x = self.normalize(x01)
-        teacher, student = self.teacher(x), self.student(x)
+        return self._scores(self.teacher(x), self.student(x))
+
+    def _scores(self, teacher: Features, student: Features) -> torch.Tensor:
+        c = self.config
         return mkd_per_sample_loss(
-            teacher,
-            student,
-            self.scoring,
-            self.config.mse_weight,
-            self.config.lambda_on,
-            self.config.score_direction_only,
+            teacher, student, self.scoring, c.mse_weight, c.lambda_on, c.score_direction_only
         )
 
     def gradient_maps(self, x01: torch.Tensor) -> torch.Tensor:
@@ -187,12 +196,8 @@ class MKD(Detector):
             t, s = teacher[name].float(), student[name].float()
             direction = 1 - F.cosine_similarity(t, s, dim=1)
             value = (s - t).pow(2).mean(dim=1)
-            if self.config.score_direction_only:
-                per_position = direction
-            elif self.config.lambda_on == "direction":
-                per_position = value + self.config.mse_weight * direction
-            else:
-                per_position = direction + self.config.mse_weight * value
+            c = self.config
+            per_position = combine_terms(direction, value, c.mse_weight, c.lambda_on, c.score_direction_only)
             total = total + F.interpolate(
                 per_position[:, None], size=size, mode="bilinear", align_corners=False
             )
@@ -201,14 +206,7 @@ class MKD(Detector):
     def predict(self, x01: torch.Tensor) -> Prediction:
         with torch.no_grad():
             teacher, student = self.features(x01)
-            scores = mkd_per_sample_loss(
-                teacher,
-                student,
-                self.scoring,
-                self.config.mse_weight,
-                self.config.lambda_on,
-                self.config.score_direction_only,
-            )
+            scores = self._scores(teacher, student)
         if self.config.map == "gradient":
             maps = self.gradient_maps(x01)
         else:
