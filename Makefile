@@ -7,7 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo real test lint clean-outputs
+.PHONY: setup demo real test lint clean-outputs browser
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kdmed needs Python >= 3.11; set PYTHON=python3.11 (or newer)")'
@@ -32,7 +32,16 @@ real: setup  ## the same stages on the real data in ../shared/data (real/dvc.yam
 	$(BIN)/dvc repro real/dvc.yaml
 	$(BIN)/kdmed --params real/params.yaml summary --markdown
 
-test: setup  ## the test suite (offline; real-data tests skip with a reason when ../shared/data is absent)
+# Debian's chromium for the browser test of the app (tests/test_browser.py): installed with apt-get when it
+# is missing and this runs as root; otherwise that one test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null \
+	      || echo "apt-get could not install chromium: the browser test will skip"; \
+	  else echo "chromium is absent and cannot be installed here (needs root + apt-get): the browser test will skip"; fi; }
+
+test: setup browser  ## the test suite (offline; real-data tests skip with a reason when ../shared/data is absent)
 	$(BIN)/python -m pytest
 
 lint: setup

@@ -1,109 +1,313 @@
-"""kdmed review app: upload a study, score it with a trained model, review the flagged slices.
+"""kdmed review app: upload a study, score it with a trained model, review the flagged slices, export a record.
 
 Run with `streamlit run app/main.py`. This file only renders: reading goes through `kdmed.io`, scoring
-through `kdmed.inference` (the evaluate stage's code path).
+through `kdmed.inference` (the evaluate stage's code path), drawing through `kdmed.display`, the model
+catalogue, operating point and Captum explanations through `kdmed.review`, records through `kdmed.report`.
+
+Privacy: uploads stay in this session's memory (never written to disk) and are gone when the session ends;
+nothing about a study is logged; reports leave identifying DICOM fields out unless the reader opts in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
-from kdmed.checkpoint import list_checkpoints, load_checkpoint
+from kdmed.checkpoint import load_checkpoint
+from kdmed.config import ATTRIBUTION_METHODS
+from kdmed.display import (
+    apply_window,
+    draw_outline,
+    heat_image,
+    heat_scale,
+    map_floor,
+    maps_for_display,
+    outline,
+    overlay,
+    study_slices,
+    to_rgb,
+    window_presets,
+)
 from kdmed.errors import KdmedError
 from kdmed.inference import score_study
-from kdmed.io import load_study
+from kdmed.io import ReadLimits, list_series, load_study
+from kdmed.report import ReviewContext, flags_at, pdf_report, scores_csv
+from kdmed.review import explain_slice, model_cards, operating_threshold
 
-MODELS_DIR = Path(os.environ.get("KDMED_MODELS_DIR", Path(__file__).resolve().parents[1] / "models"))
+ROOT = Path(__file__).resolve().parents[1]
+MODELS_DIR = Path(os.environ.get("KDMED_MODELS_DIR", ROOT / "models"))
+REPORTS_DIR = Path(os.environ.get("KDMED_REPORTS_DIR", ROOT / "reports"))
+MAX_UPLOAD_MB = int(os.environ.get("KDMED_MAX_UPLOAD_MB", "1024"))
+LIMITS = ReadLimits(max_voxels=int(os.environ.get("KDMED_MAX_VOXELS", ReadLimits().max_voxels)))
+DEFAULT_ATTRIBUTION = "saliency"  # fastest of the attributions that follow MKD's score (README: Localisation)
 
 st.set_page_config(page_title="kdmed review", layout="wide")
 st.title("kdmed: anomaly screening review")
 
 
-@st.cache_resource(show_spinner="Loading model...")
+@st.cache_resource(show_spinner="Loading model...", max_entries=4)
 def cached_checkpoint(path: str):
     return load_checkpoint(path)
 
 
-def model_label(path: Path, meta: dict) -> str:
-    auc = meta.get("calibration", {}).get("validation_specificity")
-    return (
-        f"{meta['dataset']} / {meta['method']} ({meta['architecture']['backbone']}), "
-        f"trained {meta['training']['trained_at'][:10]}, val specificity {auc:.2f}"
-    )
-
-
-def overlay(view: np.ndarray, heat: np.ndarray, opacity: float, vmax: float) -> np.ndarray:
-    """RGB uint8 image: the grey/RGB view blended with a red-yellow heat map."""
-    base = view[0] if view.shape[0] == 1 else view.mean(axis=0)
-    rgb = np.repeat(base[..., None], 3, axis=-1) if view.shape[0] == 1 else np.moveaxis(view, 0, -1)
-    level = np.clip(heat / (vmax or 1.0), 0.0, 1.0)[..., None]
-    colour = np.concatenate([np.ones_like(level), level, np.zeros_like(level)], axis=-1)
-    alpha = opacity * level
-    return (np.clip((1 - alpha) * rgb + alpha * colour, 0, 1) * 255).astype(np.uint8)
-
-
-models = list_checkpoints(MODELS_DIR)
-if not models:
+def how_to_train() -> None:
     st.info(
         f"No trained model found under `{MODELS_DIR}`. Train the demo models with `make demo` "
         "(or `dvc repro`) from the repository root, then reload this page."
     )
+    st.markdown(
+        "- `make demo` sets up the environment and runs the whole pipeline on the bundled demo data.\n"
+        "- `dvc repro` re-runs only what changed; `dvc exp run -S methods.stpm.batch_size=16` tries a variant.\n"
+        "- Models land in `models/<dataset>/<method>/model.safetensors`; set `KDMED_MODELS_DIR` to use another "
+        "folder."
+    )
+
+
+def upload_digest(files: list[tuple[str, bytes]]) -> str:
+    digest = hashlib.sha256()
+    for name, data in files:
+        digest.update(name.encode("utf-8", "replace") + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+def series_label(info) -> str:
+    parts = [
+        info.description or "(no description)",
+        info.modality or "?",
+        f"{info.n_slices} slices",
+        info.orientation or "no patient geometry",
+    ]
+    return " | ".join(parts) + (" | localiser" if info.is_localizer else "")
+
+
+def scored(files: list[tuple[str, bytes]], key: str, model_path: str, series_uid: str | None) -> dict:
+    """Score once per (upload, model, series) and keep the result in this session's state only."""
+    cache = st.session_state.setdefault("scored", {})
+    token = (key, model_path, series_uid)
+    if token not in cache:
+        cache.clear()  # one study at a time in memory
+        study = load_study(files, series_uid=series_uid, limits=LIMITS)
+        checkpoint = cached_checkpoint(model_path)
+        bar = st.progress(0.0, text="Scoring slices...")
+        result = score_study(
+            checkpoint, study, progress=lambda done, total: bar.progress(done / total, text=f"{done}/{total}")
+        )
+        bar.empty()
+        slices = study_slices(study, checkpoint, result)
+        maps = maps_for_display(result, slices)
+        cache[token] = {
+            "study": study,
+            "result": result,
+            "slices": slices,
+            "maps": maps,
+            "scale": heat_scale(maps, map_floor(checkpoint)),
+            "presets": window_presets(study),
+        }
+    return cache[token]
+
+
+def read_and_score(files, key: str, model_path: str) -> dict | None:
+    try:
+        series = st.session_state.get("series_list", {}).get(key)
+        if series is None:
+            series = list_series(files, limits=LIMITS)
+            st.session_state["series_list"] = {key: series}
+        uid = None
+        if len(series) > 1:
+            pick = st.selectbox(
+                "This upload holds several series: choose one",
+                range(len(series)),
+                format_func=lambda i: series_label(series[i]),
+                key="series",
+            )
+            uid = series[pick].uid
+        return scored(files, key, model_path, uid)
+    except KdmedError as error:
+        st.error(f"This upload cannot be scored: {error}")
+    except MemoryError:
+        st.error("This upload is too large to score in this session's memory; upload one series at a time.")
+    except Exception as error:  # noqa: BLE001 - the app must keep working whatever the file holds
+        st.error(
+            f"This upload cannot be scored: an unexpected {type(error).__name__} while reading it. "
+            "Check that it is one NIfTI file, one DICOM series (files, folder or zip) or a 2D image."
+        )
+    return None
+
+
+# ------------------------------------------------------------------------------------------- the model
+
+cards = model_cards(MODELS_DIR, REPORTS_DIR)
+if not cards:
+    how_to_train()
     st.stop()
 
-choice = st.sidebar.selectbox("Model", range(len(models)), format_func=lambda i: model_label(*models[i]))
-path, meta = models[choice]
-st.sidebar.caption(
-    f"threshold {meta['calibration']['threshold']:.4g} "
-    f"({meta['calibration']['rule']}, target specificity {meta['calibration']['target_specificity']})"
-)
+with st.sidebar:
+    choice = st.selectbox("Model", range(len(cards)), format_func=lambda i: cards[i].label, key="model")
+    card = cards[choice]
+    with st.expander("About this model", expanded=False):
+        st.table([{"": name, "value": value} for name, value in card.details().items()])
+    include_phi = st.checkbox(
+        "Include patient-identifying fields in reports",
+        value=False,
+        key="include_phi",
+        help="Off by default: name, ID, birth date, institution and dates stay out of the CSV and PDF.",
+    )
+    st.caption("Uploads stay in this session's memory and are discarded when you close the page.")
 
+# ------------------------------------------------------------------------------------------ the upload
+
+how = st.radio("Upload", ["files or a zip", "a folder"], horizontal=True, key="upload_mode")
 uploads = st.file_uploader(
-    "Study: NIfTI (.nii/.nii.gz), DICOM files or a zip, or a 2D image", accept_multiple_files=True
+    "Study: NIfTI (.nii, .nii.gz), DICOM files, a folder or a zip, or a 2D image (png, jpg, tif, bmp)",
+    accept_multiple_files=True if how == "files or a zip" else "directory",
+    key=f"uploads_{how}",
+    max_upload_size=MAX_UPLOAD_MB,
 )
 if not uploads:
     st.stop()
 
-try:
-    study = load_study([(u.name, u.getvalue()) for u in uploads])
-    checkpoint = cached_checkpoint(str(path))
-    bar = st.progress(0.0, text="Scoring...")
-    result = score_study(checkpoint, study, progress=lambda done, total: bar.progress(done / total))
-    bar.empty()
-except KdmedError as error:
-    st.error(f"This upload cannot be scored: {error}")
+files = [(u.name, u.getvalue()) for u in uploads]
+key = upload_digest(files)
+bundle = read_and_score(files, key, str(card.path))
+if bundle is None:
     st.stop()
+study, result = bundle["study"], bundle["result"]
+checkpoint = cached_checkpoint(str(card.path))
+calibration = checkpoint.metadata["calibration"]
 
-flagged = result.flagged_order
-verdict = "FLAGGED for review" if result.study_flagged else "not flagged"
-st.subheader(
-    f"Study {verdict}: score {result.study_score:.4g} (threshold {result.threshold:.4g}), "
-    f"{len(flagged)} of {len(result.scores)} slices flagged"
+# ----------------------------------------------------------------------------------------- the verdict
+
+level = st.slider(
+    "Operating point (normalised score; 0.5 = the calibrated threshold, lower flags more)",
+    0.05,
+    0.95,
+    0.5,
+    0.05,
+    key="operating_point",
 )
+threshold = operating_threshold(calibration, level)
+flagged = flags_at(result, threshold)
+calibrated_count = int(flags_at(result, result.threshold).sum())
+study_flagged = bool(np.isfinite(result.study_score) and result.study_score > threshold)
+verdict = "FLAGGED for review" if study_flagged else "not flagged"
+st.subheader(
+    f"Study {verdict}: score {result.study_score:.4g} (threshold {threshold:.4g}), "
+    f"{int(flagged.sum())} of {len(result.scores)} slices flagged"
+)
+if level != 0.5:
+    change = int(flagged.sum()) - calibrated_count
+    st.caption(
+        f"At the calibrated threshold {result.threshold:.4g}: {calibrated_count} slices flagged, study "
+        f"{'flagged' if result.study_flagged else 'not flagged'}. This operating point flags "
+        f"{abs(change)} {'more' if change >= 0 else 'fewer'}."
+    )
 for warning in study.metadata.warnings:
     st.caption(f"Reader note: {warning}")
 
+# ------------------------------------------------------------------------------------------ the review
+
+order = [i for i in np.argsort(-np.nan_to_num(result.scores, nan=-np.inf)) if flagged[i]]
+count = len(bundle["slices"])
+if "slice" not in st.session_state or st.session_state.get("slice_for") != key:
+    first = order[0] if order else int(np.nanargmax(np.nan_to_num(result.scores, nan=-np.inf)))
+    st.session_state["slice"], st.session_state["slice_for"] = int(first), key
+
+
+def jump() -> None:
+    st.session_state["slice"] = int(st.session_state["flagged_pick"])
+
+
 left, right = st.columns([1, 3])
 with left:
-    st.markdown("**Flagged slices** (most suspicious first)")
-    options = flagged or [int(np.nanargmax(np.nan_to_num(result.scores, nan=-np.inf)))]
-    picked = st.radio("Go to", options, format_func=lambda i: f"{result.names[i]}: {result.scores[i]:.4g}")
-with right:
-    index = st.slider("Slice", 0, len(result.views) - 1, int(picked)) if len(result.views) > 1 else 0
-    opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.5)
-    vmax = float(np.nanmax([m.max() for m in result.maps])) or 1.0
-    st.image(
-        overlay(result.views[index], result.maps[index], opacity, vmax),
-        caption=f"{result.names[index]}: score {result.scores[index]:.4g}",
-        width="stretch",
-    )
-    if len(result.scores) > 1:
-        st.line_chart(
-            {
-                "score": np.nan_to_num(result.scores, nan=0.0),
-                "threshold": np.full(len(result.scores), result.threshold),
-            }
+    st.markdown("**Flagged slices**, most suspicious first")
+    if order:
+        st.radio(
+            "Go to",
+            order,
+            format_func=lambda i: f"{result.names[i]}: {result.scores[i]:.4g}",
+            key="flagged_pick",
+            on_change=jump,
+            index=None,
         )
+    else:
+        st.caption("No slice is above the threshold.")
+    presets = bundle["presets"]
+    preset = st.selectbox("Window / level", list(presets), key="window")
+    mode = st.radio("Heat map", ["overlay", "side by side"], key="view_mode")
+    opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.5, 0.05, key="opacity")
+    show_outline = st.checkbox("Outline the flagged region", value=True, key="outline")
+with right:
+    index = st.slider("Slice", 0, count - 1, key="slice") if count > 1 else 0
+    display = apply_window(bundle["slices"][index], presets[preset])
+    heat = bundle["maps"][index] / bundle["scale"]
+    explanation = st.session_state.get("explanation")
+    if explanation is not None and explanation["slice"] == index and explanation["for"] == key:
+        heat = explanation["map"] / (float(explanation["map"].max()) or 1.0)
+    border = outline(heat) if show_outline and flagged[index] else None
+    title = f"{result.names[index]}: score {result.scores[index]:.4g} ({'flagged' if flagged[index] else 'not flagged'})"
+    if mode == "overlay":
+        image = overlay(display, heat, opacity)
+        st.image(draw_outline(image, border) if border is not None else image, caption=title, width="stretch")
+    else:
+        a, b = st.columns(2)
+        base = (to_rgb(display) * 255).astype(np.uint8)
+        a.image(draw_outline(base, border) if border is not None else base, caption=title, width="stretch")
+        b.image(heat_image(heat), caption="anomaly map (study scale)", width="stretch")
+    if count > 1:
+        st.line_chart(
+            {"score": np.nan_to_num(result.scores, nan=0.0), "threshold": np.full(count, threshold)},
+            x_label="slice",
+            y_label="score",
+        )
+    if checkpoint.method == "mkd":
+        with st.expander("Explain this slice with Captum (MKD)"):
+            method = st.selectbox(
+                "Attribution",
+                ATTRIBUTION_METHODS,
+                index=ATTRIBUTION_METHODS.index(DEFAULT_ATTRIBUTION),
+                key="attribution",
+            )
+            if st.button("Explain", key="explain"):
+                with st.spinner(f"{method} attribution of this slice's score..."):
+                    heat_map = explain_slice(checkpoint, result.views[index], method)
+                st.session_state["explanation"] = {"slice": index, "for": key, "map": heat_map}
+                st.rerun()
+
+# ------------------------------------------------------------------------------------------ the record
+
+context = ReviewContext(
+    model=checkpoint.metadata,
+    model_file=card.path.name,
+    study={
+        **study.metadata.to_dict(include_phi=include_phi),
+        "shape": list(study.array.shape),
+        "spacing": [round(float(s), 3) for s in study.spacing],
+    },
+    operating_threshold=threshold,
+)
+csv_bytes = scores_csv(result, context)
+st.session_state["report_csv"] = csv_bytes
+c1, c2 = st.columns(2)
+c1.download_button("Download per-slice scores (CSV)", csv_bytes, "kdmed_scores.csv", "text/csv", key="csv")
+record_for = (key, str(card.path), round(threshold, 12), include_phi, preset)
+if c2.button("Prepare the PDF summary", key="prepare_pdf"):
+    top = order[:6] or [int(np.nanargmax(np.nan_to_num(result.scores, nan=-np.inf)))]
+    window = presets[preset]
+    overlays = {
+        i: overlay(apply_window(bundle["slices"][i], window), bundle["maps"][i] / bundle["scale"], 0.5)
+        for i in top
+    }
+    st.session_state["report_pdf"] = pdf_report(result, context, overlays)
+    st.session_state["report_pdf_for"] = record_for
+if st.session_state.get("report_pdf_for") == record_for:
+    c2.download_button(
+        "Download review summary (PDF)",
+        st.session_state["report_pdf"],
+        "kdmed_review.pdf",
+        "application/pdf",
+        key="pdf",
+    )

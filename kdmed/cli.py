@@ -43,6 +43,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(json.dumps(evaluate_stage(_params(args), args.dataset, args.method), indent=2))
 
 
+def cmd_localize(args: argparse.Namespace) -> None:
+    from kdmed.localize.stage import localize_stage
+
+    print(json.dumps(localize_stage(_params(args), args.dataset), indent=2))
+
+
 def cmd_summary(args: argparse.Namespace) -> None:
     from kdmed.summary import print_summary
 
@@ -93,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         command = add(name, handler, text)
         command.add_argument("--dataset", required=True)
         command.add_argument("--method", required=True)
+    add(
+        "localize",
+        cmd_localize,
+        "MKD's Captum attribution maps vs the masks, beside the discrepancy, STPM and RD4AD maps",
+    ).add_argument("--dataset", required=True)
     summary = add("summary", cmd_summary, "print the metrics table and where models and plots are")
     summary.add_argument(
         "--markdown", action="store_true", help="a Markdown table with intervals and BMAD's numbers (README)"

@@ -19,6 +19,7 @@ from kdmed.data.demo import BrainDemoSpec, DemoSpec, OctDemoSpec, WbcDemoSpec
 from kdmed.errors import ConfigError
 
 METHODS = ("stpm", "rd4ad", "mkd")
+ATTRIBUTION_METHODS = ("saliency", "smoothgrad", "integrated_gradients", "guided_backprop")
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,28 @@ class Rd4adConfig:
 
 
 @dataclass(frozen=True)
+class AttributionConfig:
+    """How MKD's gradient map is computed (see `kdmed.localize.attributions`)."""
+
+    method: str = "saliency"  # one of ATTRIBUTION_METHODS; saliency is the paper's
+    smoothgrad_samples: int = 50  # the MKD paper's SmoothGrad sample count
+    smoothgrad_noise: float = 0.15  # noise standard deviation on [0, 1] pixels (SmoothGrad's 15 %)
+    ig_steps: int = 50  # integrated-gradients steps from the black baseline
+    internal_batch_size: int = 16  # images per forward pass inside SmoothGrad and integrated gradients
+
+    def __post_init__(self) -> None:
+        require(
+            self.method in ATTRIBUTION_METHODS,
+            "mkd.attribution.method",
+            self.method,
+            f"one of {', '.join(ATTRIBUTION_METHODS)}",
+        )
+        for key in ("smoothgrad_samples", "ig_steps", "internal_batch_size"):
+            require(getattr(self, key) >= 1, f"mkd.attribution.{key}", getattr(self, key), ">= 1")
+        require(self.smoothgrad_noise > 0, "mkd.attribution.smoothgrad_noise", self.smoothgrad_noise, "> 0")
+
+
+@dataclass(frozen=True)
 class MkdConfig:
     """MKD (Salehi et al., CVPR 2021); defaults are the official code's (see `kdmed.models.mkd`)."""
 
@@ -220,6 +243,7 @@ class MkdConfig:
     map: Literal["gradient", "discrepancy"] = "gradient"
     blur_sigma: float = 4.0
     opening: bool = True  # 3x3 elliptical grey opening after the blur (gradient maps)
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="adam", lr=0.001))
     batch_size: int = 64
 
@@ -295,6 +319,42 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class LocalizeConfig:
+    """The `localize` stage: MKD's attribution maps against the masks, beside the other maps."""
+
+    datasets: tuple[str, ...] = ()  # datasets whose test split has lesion masks
+    attributions: tuple[str, ...] = ATTRIBUTION_METHODS
+    compare: tuple[str, ...] = ("stpm", "rd4ad")  # other methods whose maps are scored on the same images
+    max_images: int = 32  # 0 = the whole test split; else a seeded half-lesion, half-normal subset
+    reference_images: int = 16  # validation normals that set the per-study normalisation floor (0: none)
+    reference_quantile: float = 0.95  # the floor: this quantile of their per-slice map maxima
+    batch_size: int = 8
+    panel_images: int = 4
+    seed: int = 0
+    out_dir: str = "reports"
+
+    def __post_init__(self) -> None:
+        for name in self.attributions:
+            require(
+                name in ATTRIBUTION_METHODS,
+                "localize.attributions",
+                name,
+                f"one of {', '.join(ATTRIBUTION_METHODS)}",
+            )
+        for name in self.compare:
+            require(name in ("stpm", "rd4ad"), "localize.compare", name, "stpm or rd4ad")
+        require(self.max_images >= 0, "localize.max_images", self.max_images, ">= 0 (0 = all)")
+        require(self.reference_images >= 0, "localize.reference_images", self.reference_images, ">= 0")
+        require(
+            0 <= self.reference_quantile <= 1,
+            "localize.reference_quantile",
+            self.reference_quantile,
+            "in [0, 1]",
+        )
+        require(self.batch_size >= 1, "localize.batch_size", self.batch_size, ">= 1")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """The dataset x method matrix that `dvc repro` runs."""
 
@@ -314,12 +374,15 @@ class Params:
     pipeline: PipelineConfig
     # per dataset, per method: settings merged over `methods.<method>` for that dataset only
     method_overrides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    localize: LocalizeConfig = field(default_factory=LocalizeConfig)
 
     def __post_init__(self) -> None:
         for name in self.pipeline.datasets:
             require(name in self.datasets, "pipeline.datasets", name, f"one of {sorted(self.datasets)}")
         for name in self.pipeline.methods:
             require(name in self.method_names(), "pipeline.methods", name, f"one of {self.method_names()}")
+        for name in self.localize.datasets:
+            require(name in self.datasets, "localize.datasets", name, f"one of {sorted(self.datasets)}")
         for dataset, methods in self.method_overrides.items():
             require(dataset in self.datasets, "method_overrides", dataset, f"one of {sorted(self.datasets)}")
             for method in methods:

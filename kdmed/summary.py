@@ -75,6 +75,10 @@ def markdown_table(params: Params) -> str:
 def print_summary(params: Params, markdown: bool = False) -> None:
     if markdown:
         print(markdown_table(params))
+        if params.localize.datasets:
+            from kdmed.localize.table import localize_table
+
+            print(localize_table(params))
         return
     rows = summary_rows(params)
     header = f"{'dataset':<10}{'method':<8}{'backbone':<20}" + "".join(f"{t:>13}" for _, t in COLUMNS)

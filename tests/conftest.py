@@ -54,6 +54,7 @@ def tiny_brain(tmp_path_factory):
     data["preprocess"]["out_dir"] = str(root / "processed")
     data["train"].update(out_dir=str(root / "models"), epochs=2, steps=0, validate_every=1, resume=False)
     data["evaluate"]["out_dir"] = str(root / "reports")
+    data["localize"].update(datasets=["brain"], out_dir=str(root / "reports"), max_images=12, batch_size=4)
     data["methods"]["stpm"]["batch_size"] = 8
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(data))

@@ -1,93 +1,220 @@
-"""The review app driven headlessly with Streamlit's AppTest (smoke level; the full review flow is tested
-with issue 7's features)."""
+"""The review app driven headlessly with Streamlit's AppTest: upload, score, review, export, bad uploads.
+
+Models are random-init checkpoints (tests/fake_models.py) whose threshold is set at the median score of
+the test study, so that some slices are flagged and some are not; the flow, not the model, is under test.
+"""
 
 from __future__ import annotations
 
 import io
+import zipfile
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
-import torch
+from fake_models import model_at_median, nifti_bytes, write_checkpoint
 from PIL import Image
+from pypdf import PdfReader
 
-from kdmed.checkpoint import save_checkpoint
-from kdmed.config import DatasetConfig, PreprocessConfig, StpmConfig
-from kdmed.config_schema import to_plain
-from kdmed.models.stpm import STPM
+from kdmed.io.synthetic import PATIENT, series_datasets, write_datasets
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 
 
-def write_model(models: Path, kind: str) -> None:
-    torch.manual_seed(0)
-    detector = STPM(StpmConfig(backbone="resnet18", weights="random"))
-    dataset = DatasetConfig(
-        adapter="brats" if kind == "volume" else "bmad", root=".", slice_range=None, min_foreground_pixels=50
-    )
-    save_checkpoint(
-        models / "demo" / "stpm" / "model.safetensors",
-        detector,
-        {
-            "dataset": "demo",
-            "kind": kind,
-            "channels": 1,
-            "image_size": 64,
-            "preprocess": to_plain(PreprocessConfig()),
-            "dataset_config": to_plain(dataset),
-            "calibration": {
-                "threshold": 0.5,
-                "scale": 0.1,
-                "rule": "specificity",
-                "target_specificity": 0.95,
-                "validation_specificity": 0.95,
-            },
-            "training": {"trained_at": "2026-11-22T00:00:00+00:00"},
-        },
-    )
-
-
-def nifti_bytes() -> bytes:
-    volume = np.zeros((40, 40, 12), np.float32)
-    volume[8:32, 6:34, 2:10] = 100 + np.random.default_rng(0).normal(0, 5, (24, 28, 8))
-    image = nib.Nifti1Image(volume, np.diag([1.0, 1.0, 2.0, 1.0]))
-    return image.to_bytes()
-
-
-def run_app(monkeypatch, models: Path) -> AppTest:
+def start(monkeypatch, models: Path) -> AppTest:
     monkeypatch.setenv("KDMED_MODELS_DIR", str(models))
-    app = AppTest.from_file(APP, default_timeout=120)
+    monkeypatch.setenv("KDMED_REPORTS_DIR", str(models / "no-reports"))
+    app = AppTest.from_file(APP, default_timeout=180)
     app.run()
+    assert not app.exception, [e.value for e in app.exception]
     return app
 
 
-def test_without_models_the_app_explains_how_to_train(monkeypatch, tmp_path):
-    app = run_app(monkeypatch, tmp_path)
-    assert not app.exception
-    assert any("make demo" in info.value for info in app.info)
-
-
-def test_volume_upload_is_scored_and_reviewable(monkeypatch, tmp_path):
-    write_model(tmp_path, "volume")
-    app = run_app(monkeypatch, tmp_path)
-    app.file_uploader[0].upload("study.nii", nifti_bytes()).run()
+def upload(app: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
+    app.file_uploader(key="uploads_files or a zip").set_value(
+        [(n, d, "application/octet-stream") for n, d in files]
+    )
+    app.run()
     assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def flagged_count(app: AppTest) -> int:
+    text = app.subheader[0].value
+    return int(text.split("), ")[1].split(" of ")[0])
+
+
+def test_without_models_the_app_explains_how_to_train(monkeypatch, tmp_path):
+    app = start(monkeypatch, tmp_path)
+    assert any("make demo" in info.value for info in app.info)
+    assert any("dvc repro" in md.value for md in app.markdown)
+
+
+def test_nifti_review_flow_from_upload_to_both_reports(monkeypatch, tmp_path):
+    model_at_median(tmp_path, "volume", [("study.nii", nifti_bytes())])
+    app = upload(start(monkeypatch, tmp_path), [("study.nii", nifti_bytes())])
     assert "slices flagged" in app.subheader[0].value
-    app.slider[1].set_value(0.9).run()  # heat-map opacity
+    flagged_before = flagged_count(app)
+    assert 0 < flagged_before < 12
+
+    # the flagged list is ordered by score; choosing one moves the scrubber there
+    pick = app.radio(key="flagged_pick")
+    least_suspicious = int(pick.options[-1].split(":")[0].split()[-1])  # "slice 7: 0.123"
+    pick.set_value(least_suspicious).run()
     assert not app.exception
-    assert len(app.image) >= 1 and "score" in app.image[0].captions[0]
+    assert app.slider(key="slice").value == least_suspicious
+    assert app.image[0].captions[0].startswith(f"slice {least_suspicious}:")
+
+    app.slider(key="opacity").set_value(0.9).run()
+    app.radio(key="view_mode").set_value("side by side").run()
+    assert len(app.image) >= 2 and not app.exception
+
+    app.slider(key="operating_point").set_value(0.2).run()  # more sensitive: lower threshold
+    assert flagged_count(app) > flagged_before
+    assert any("calibrated threshold" in c.value for c in app.caption)
+
+    rows = app.session_state["report_csv"].decode().strip().splitlines()
+    assert rows[0].startswith("slice,name,score,normalized_score,flagged")
+    assert len(rows) == 1 + 12 and sum(int(r.split(",")[4]) for r in rows[1:]) == flagged_count(app)
+    assert not app.get("download_button") or len(app.get("download_button")) == 1  # CSV only until prepared
+    app.button(key="prepare_pdf").click().run()
+    assert len(app.get("download_button")) == 2
+    text = "".join(
+        page.extract_text() for page in PdfReader(io.BytesIO(app.session_state["report_pdf"])).pages
+    )
+    assert "Study FLAGGED for review" in text or "Study not flagged" in text
+    assert "stpm / resnet18" in text and "Operating threshold" in text
 
 
-def test_corrupt_upload_shows_a_message_and_the_app_keeps_working(monkeypatch, tmp_path):
-    write_model(tmp_path, "image")
-    app = run_app(monkeypatch, tmp_path)
-    app.file_uploader[0].upload("broken.nii.gz", b"\x1f\x8b\x08\x00garbage").run()
-    assert not app.exception
-    assert app.error and "cannot be scored" in app.error[0].value
+def dicom_zip(series_dirs: list[Path]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for folder in series_dirs:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    archive.write(path, f"{folder.name}/{path.relative_to(folder)}")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def dicom_upload(tmp_path) -> tuple[bytes, int, str]:
+    """A zip of real DICOM series from ../shared/data when present (GE, four series), else of two
+    synthetic series; with how many series it holds and a patient name it contains."""
+    from conftest import shared_data_dir
+
+    real = shared_data_dir() / "dicom" / "dcm_qa_nih" / "In" / "20180918GE"
+    if real.is_dir():
+        folders = sorted(p for p in real.iterdir() if p.is_dir())
+        import pydicom
+
+        name = str(pydicom.dcmread(next(folders[0].glob("*.dcm")), stop_before_pixels=True).PatientName)
+        return dicom_zip(folders), len(folders), name
+    folders = []
+    rng = np.random.default_rng(0)
+    for number in (1, 2):
+        stored = np.zeros((8, 40, 40), np.int16)
+        stored[:, 8:32, 6:34] = 100 + rng.normal(0, 5, (8, 24, 28)).astype(np.int16)
+        folder = tmp_path / f"series{number}"
+        write_datasets(folder, series_datasets(stored, series_number=number, description=f"series {number}"))
+        folders.append(folder)
+    return dicom_zip(folders), 2, str(PATIENT["PatientName"])
+
+
+def test_dicom_zip_offers_its_series_and_keeps_names_out_of_reports_unless_asked(
+    monkeypatch, tmp_path, dicom_upload
+):
+    archive, series_count, patient = dicom_upload
+    write_checkpoint(tmp_path / "demo" / "stpm" / "model.safetensors", "volume")
+    app = upload(start(monkeypatch, tmp_path), [("study.zip", archive)])
+    picker = app.selectbox(key="series")
+    assert len(picker.options) == series_count and all("slices" in o for o in picker.options)
+    picker.set_value(len(picker.options) - 1).run()
+    assert not app.exception and "slices flagged" in app.subheader[0].value
+
+    def pdf_text() -> str:
+        app.button(key="prepare_pdf").click().run()
+        return "".join(p.extract_text() for p in PdfReader(io.BytesIO(app.session_state["report_pdf"])).pages)
+
+    assert patient.split("^")[0] not in pdf_text()
+    assert patient.split("^")[0] not in app.session_state["report_csv"].decode()
+    app.checkbox(key="include_phi").check().run()
+    assert patient.split("^")[0] in pdf_text()
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "expected"),
+    [
+        ("broken.nii.gz", b"\x1f\x8b\x08\x00garbage", "cannot be scored"),
+        ("empty.dcm", b"", "cannot be scored"),
+        ("notes.txt", b"just some text, not an image", "cannot be scored"),
+    ],
+)
+def test_bad_uploads_show_a_message_and_the_app_keeps_working(monkeypatch, tmp_path, name, data, expected):
+    write_checkpoint(tmp_path / "demo" / "stpm" / "model.safetensors", "volume")
+    app = upload(start(monkeypatch, tmp_path), [(name, data)])
+    assert app.error and expected in app.error[0].value
+    upload(app, [("study.nii", nifti_bytes())])
+    assert not app.error and "slices flagged" in app.subheader[0].value
+
+
+def mpeg2_dicom_files() -> list[tuple[str, bytes]]:
+    """Two DICOM slices in a transfer syntax no installed decoder reads (MPEG-2)."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import MPEG2MPML
+
+    from kdmed.io.synthetic import to_bytes
+
+    files = []
+    for k, ds in enumerate(series_datasets(np.zeros((2, 16, 16), np.int16))):
+        ds.file_meta.TransferSyntaxUID = MPEG2MPML
+        ds.PixelData = encapsulate([b"\x00" * 64])
+        ds["PixelData"].VR = "OB"
+        files.append((f"im{k}.dcm", to_bytes(ds)))
+    return files
+
+
+def test_unsupported_compression_names_the_syntax_and_the_fix(monkeypatch, tmp_path):
+    write_checkpoint(tmp_path / "demo" / "stpm" / "model.safetensors", "volume")
+    app = upload(start(monkeypatch, tmp_path), mpeg2_dicom_files())
+    assert app.error and "MPEG2" in app.error[0].value and "gdcmconv" in app.error[0].value
+
+
+def test_an_oversized_study_is_refused_before_decoding(monkeypatch, tmp_path):
+    write_checkpoint(tmp_path / "demo" / "stpm" / "model.safetensors", "volume")
+    monkeypatch.setenv("KDMED_MAX_VOXELS", "1000")  # the study has 40 x 40 x 12 voxels
+    app = upload(start(monkeypatch, tmp_path), [("study.nii", nifti_bytes())])
+    assert app.error and "cannot be scored" in app.error[0].value and "voxels" in app.error[0].value
+
+
+def test_a_2d_image_for_a_volume_model_is_refused_with_the_reason(monkeypatch, tmp_path):
+    write_checkpoint(tmp_path / "demo" / "stpm" / "model.safetensors", "volume")
     buffer = io.BytesIO()
     Image.fromarray((np.random.default_rng(1).random((50, 70)) * 255).astype(np.uint8)).save(buffer, "PNG")
-    app.file_uploader[0].set_value([("scan.png", buffer.getvalue(), "image/png")]).run()
+    app = upload(start(monkeypatch, tmp_path), [("scan.png", buffer.getvalue())])
+    assert app.error and "scores 3D volumes" in app.error[0].value
+
+
+def test_a_2d_image_model_scores_an_oct_like_image(monkeypatch, tmp_path):
+    write_checkpoint(tmp_path / "demo" / "stpm" / "model.safetensors", "image")
+    buffer = io.BytesIO()
+    Image.fromarray((np.random.default_rng(1).random((50, 70)) * 255).astype(np.uint8)).save(buffer, "PNG")
+    app = upload(start(monkeypatch, tmp_path), [("scan.png", buffer.getvalue())])
+    assert "of 1 slices flagged" in app.subheader[0].value and app.image
+
+
+def test_mkd_slices_can_be_explained_with_captum_on_demand(monkeypatch, tmp_path):
+    write_checkpoint(tmp_path / "demo" / "mkd" / "model.safetensors", "volume", method="mkd")
+    app = upload(start(monkeypatch, tmp_path), [("study.nii", nifti_bytes())])
+    assert app.selectbox(key="attribution").value == "saliency"
+    app.selectbox(key="attribution").set_value("guided_backprop")
+    app.button(key="explain").click().run()
     assert not app.exception, [e.value for e in app.exception]
-    assert "slices flagged" in app.subheader[0].value
+    explanation = app.session_state["explanation"]
+    assert explanation["slice"] == app.slider(key="slice").value
+    assert (
+        explanation["map"].shape
+        == app.session_state["scored"][next(iter(app.session_state["scored"]))]["maps"][
+            explanation["slice"]
+        ].shape
+    )

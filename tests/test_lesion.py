@@ -15,10 +15,20 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from kdmed.config import MkdConfig, OptimizerConfig, Rd4adConfig, StpmConfig
+from kdmed.config import (
+    ATTRIBUTION_METHODS,
+    AttributionConfig,
+    MkdConfig,
+    OptimizerConfig,
+    Rd4adConfig,
+    StpmConfig,
+)
 from kdmed.data.slices import load_split
+from kdmed.data.transforms import to_model_input
 from kdmed.errors import WeightsNotFoundError
 from kdmed.inference import predict_images
+from kdmed.localize.attributions import raw_attributions
+from kdmed.localize.postprocess import normalize_per_study, smooth_attributions
 from kdmed.models.registry import build_detector
 from kdmed.models.weights import resolve_weight_file
 from kdmed.train import fit
@@ -64,22 +74,37 @@ def lesion_slices(tiny_brain):
     return train.images, clean, injected, lesion
 
 
-def check_lesion_stands_out(method: str, backbone: str, lesion_slices) -> None:
-    train, clean, injected, lesion = lesion_slices
-    torch.manual_seed(0)
-    model = build_detector(method, lesion_config(method, backbone))
-    fit(
-        model,
-        train,
-        train[:8],
-        epochs=EPOCHS,
-        batch_size=8,
-        teacher_cache_mb=512,
-        optimizer_config=OPTIMIZERS[method],
-        device=torch.device("cpu"),
-        amp=None,
-        seed=0,
-    )
+@pytest.fixture(scope="module")
+def trained(lesion_slices):
+    """trained(method, backbone) -> that detector after the short training on normal slices (once)."""
+    train = lesion_slices[0]
+    models = {}
+
+    def get(method: str, backbone: str):
+        if (method, backbone) not in models:
+            torch.manual_seed(0)
+            model = build_detector(method, lesion_config(method, backbone))
+            fit(
+                model,
+                train,
+                train[:8],
+                epochs=EPOCHS,
+                batch_size=8,
+                teacher_cache_mb=512,
+                optimizer_config=OPTIMIZERS[method],
+                device=torch.device("cpu"),
+                amp=None,
+                seed=0,
+            )
+            models[method, backbone] = model.eval()
+        return models[method, backbone]
+
+    return get
+
+
+def check_lesion_stands_out(method: str, backbone: str, lesion_slices, trained) -> None:
+    _, clean, injected, lesion = lesion_slices
+    model = trained(method, backbone)
     before, after = predict_images(model, clean), predict_images(model, injected)
     assert np.all(after.scores > before.scores), (before.scores, after.scores)
     clean_pixels, lesion_pixels = before.maps[:, lesion].ravel(), after.maps[:, lesion].ravel()
@@ -91,13 +116,79 @@ def check_lesion_stands_out(method: str, backbone: str, lesion_slices) -> None:
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_injected_lesion_stands_out_with_the_offline_teacher(method, lesion_slices):
-    check_lesion_stands_out(method, "efficientnet_lite0", lesion_slices)
+def test_injected_lesion_stands_out_with_the_offline_teacher(method, lesion_slices, trained):
+    check_lesion_stands_out(method, "efficientnet_lite0", lesion_slices, trained)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", PAPER_BACKBONES)
 @pytest.mark.parametrize("method", METHODS)
-def test_injected_lesion_stands_out_with_the_papers_teachers(method, backbone, lesion_slices):
+def test_injected_lesion_stands_out_with_the_papers_teachers(method, backbone, lesion_slices, trained):
     require_imagenet_weights(backbone)
-    check_lesion_stands_out(method, backbone, lesion_slices)
+    check_lesion_stands_out(method, backbone, lesion_slices, trained)
+
+
+# Measured on this training (6 slices, shares as multiples of the lesion's area fraction 0.039):
+# saliency 1.3-2.3x, integrated gradients 3.5-5.0x, lesion-vs-clean pixel AUROC 0.88 / 0.86; SmoothGrad and
+# guided backpropagation put no more mass on the lesion than on the same pixels of the clean slice (AUROC
+# 0.48 / 0.58; the same with a 128 px, 700-step training). Guided backpropagation is known to reconstruct
+# image structure rather than follow the score (Adebayo et al., NeurIPS 2018, "Sanity checks for saliency
+# maps"); their failure is recorded with strict xfails, which fail the day the property starts to hold.
+FOLLOWS_THE_SCORE = {
+    "saliency": True,
+    "integrated_gradients": True,
+    "smoothgrad": False,
+    "guided_backprop": False,
+}
+
+
+@pytest.mark.parametrize("attribution", ATTRIBUTION_METHODS)
+def test_each_attribution_is_non_trivial(attribution, lesion_slices, trained):
+    _, _, injected, _ = lesion_slices
+    model = trained("mkd", "efficientnet_lite0")
+    maps = attribution_maps(model, injected, attribution)
+    assert np.isfinite(maps).all() and (maps >= 0).all()
+    per_slice = maps.reshape(len(maps), -1)
+    assert (per_slice.max(1) > 0).all(), "an attribution map is all zero"
+    assert (per_slice.std(1) > 0.05 * per_slice.mean(1)).all(), "an attribution map is flat"
+
+
+@pytest.mark.parametrize(
+    "attribution",
+    [
+        pytest.param(
+            name,
+            marks=[]
+            if follows
+            else pytest.mark.xfail(
+                strict=True, reason=f"{name} does not follow the score (see the note above)"
+            ),
+        )
+        for name, follows in FOLLOWS_THE_SCORE.items()
+    ],
+)
+def test_attribution_mass_sits_on_the_injected_lesion(attribution, lesion_slices, trained):
+    """Issue 6: with a trained MKD, the share of the post-processed attribution inside the lesion is above
+    the lesion's share of the slice on every slice (1.5x on average), and, normalised per study as the app
+    shows it, the lesion's pixels are brighter than the same pixels of the clean slices."""
+    _, clean, injected, lesion = lesion_slices
+    model = trained("mkd", "efficientnet_lite0")
+    with_lesion, without = (
+        attribution_maps(model, injected, attribution),
+        attribution_maps(model, clean, attribution),
+    )
+    area = float(lesion.mean())
+    share = with_lesion[:, lesion].sum(1) / with_lesion.sum((1, 2)) / area
+    assert share.min() > 1.2 and share.mean() > 1.5, (attribution, share)
+    study = normalize_per_study(np.concatenate([without, with_lesion]), np.zeros(2 * len(clean)))
+    clean_pixels, lesion_pixels = study[: len(clean), lesion].ravel(), study[len(clean) :, lesion].ravel()
+    labels = np.r_[np.zeros(clean_pixels.size), np.ones(lesion_pixels.size)]
+    separation = roc_auc_score(labels, np.r_[clean_pixels, lesion_pixels])
+    assert separation > 0.8, (attribution, separation)
+
+
+def attribution_maps(model, images: torch.Tensor, attribution: str) -> np.ndarray:
+    """Post-processed maps with fewer SmoothGrad samples and IG steps than the paper's 50 (test speed)."""
+    settings = AttributionConfig(smoothgrad_samples=16, ig_steps=16, internal_batch_size=8)
+    raw = raw_attributions(model, to_model_input(images), settings, attribution)
+    return smooth_attributions(raw, model.config.blur_sigma, model.config.opening).numpy()

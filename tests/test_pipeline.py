@@ -1,6 +1,6 @@
 """The DVC pipeline end to end on a tiny configuration, in a scratch copy of the project.
 
-Runs the real `dvc repro` (demo data -> preprocess -> train -> evaluate), then checks that a second
+Runs the real `dvc repro` (demo data -> preprocess -> train -> evaluate -> localize), then checks that a second
 `dvc repro` is a no-op, that changing one evaluate parameter re-runs only the evaluate stages, and that
 `dvc metrics show` / `dvc plots show` / `kdmed summary` work on the result.
 """
@@ -44,8 +44,13 @@ TINY = {
             "split": {"train": 0.4, "val": 0.2, "test": 0.4},
         }
     },
-    "methods": {"stpm": {"batch_size": 8}, "rd4ad": {"batch_size": 8}, "mkd": {"batch_size": 8}},
+    "methods": {
+        "stpm": {"batch_size": 8},
+        "rd4ad": {"batch_size": 8},
+        "mkd": {"batch_size": 8, "attribution": {"smoothgrad_samples": 2, "ig_steps": 2}},
+    },
     "train": {"epochs": 2, "steps": 0},
+    "localize": {"max_images": 8, "batch_size": 4},
 }
 
 
@@ -76,7 +81,7 @@ def test_dvc_pipeline_end_to_end(tmp_path):
     run(["dvc", "init", "-q"], project)
 
     first = run(["dvc", "repro"], project)
-    for stage in ("demo_data", "preprocess@brain", "train@oct-rd4ad", "evaluate@wbc-mkd"):
+    for stage in ("demo_data", "preprocess@brain", "train@oct-rd4ad", "evaluate@wbc-mkd", "localize@brain"):
         assert f"'{stage}'" in first, f"stage {stage} did not run"
     for dataset in DATASETS:
         for method in METHODS:
@@ -90,6 +95,11 @@ def test_dvc_pipeline_end_to_end(tmp_path):
             json.loads((project / f"reports/brain/{method}/metrics.json").read_text())["pixel_auroc"]
             is not None
         )
+
+    for dataset in DATASETS:
+        localized = json.loads((project / f"reports/{dataset}/localize/metrics.json").read_text())
+        assert len(localized["maps"]) == 7 and localized["images"] == 8
+        assert (project / f"reports/{dataset}/localize/panel.png").stat().st_size > 1000
 
     assert "Running stage" not in run(["dvc", "repro"], project), "a second dvc repro must be a no-op"
 

@@ -15,49 +15,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
+from fake_models import write_checkpoint
 from PIL import Image
 
 from kdmed.calibration import normalized_score
-from kdmed.checkpoint import save_checkpoint
 from kdmed.cli import main
-from kdmed.config import DatasetConfig, PreprocessConfig, StpmConfig
-from kdmed.config_schema import to_plain
 from kdmed.data.transforms import foreground_mask, normalize_percentiles
 from kdmed.models.base import Prediction
 from kdmed.models.stpm import STPM
 from kdmed.score import score_source
-
-CALIBRATION = {"rule": "specificity", "target_specificity": 0.95, "validation_specificity": 0.95}
-
-
-def write_checkpoint(
-    path: Path, kind: str, threshold: float = 0.5, scale: float = 0.1, slice_axis: int = 2
-) -> Path:
-    torch.manual_seed(0)
-    detector = STPM(StpmConfig(backbone="resnet18", weights="random"))
-    dataset = DatasetConfig(
-        adapter="brats" if kind == "volume" else "bmad",
-        root=".",
-        slice_range=None,
-        min_foreground_pixels=50,
-        slice_axis=slice_axis,
-    )
-    save_checkpoint(
-        path,
-        detector,
-        {
-            "dataset": "demo",
-            "kind": kind,
-            "channels": 1,
-            "image_size": 64,
-            "preprocess": to_plain(PreprocessConfig()),
-            "dataset_config": to_plain(dataset),
-            "calibration": {"threshold": threshold, "scale": scale, **CALIBRATION},
-            "training": {"trained_at": "2026-11-22T00:00:00+00:00"},
-        },
-    )
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,9 @@ Follows the official code rather than the paper where they differ:
   `scoring_layers: 3`); pool2 is used in training only. `score_direction_only` drops the MSE term, as the
   code's `direction_loss_only` switch does.
 - anomaly map (`map: gradient`, Sec. 3.3): the gradient of that per-image score with respect to the input
-  pixels, through both networks, computed with Captum's `Saliency`; absolute value summed over channels,
-  Gaussian blur sigma 4, 3x3 elliptical grey opening. `map: discrepancy` gives the cheaper per-position
+  pixels, through both networks, computed with Captum (`attribution.method`: saliency, the paper's
+  default, or smoothgrad, integrated_gradients, guided_backprop; `kdmed.localize.attributions`); absolute
+  value summed over channels, Gaussian blur sigma 4, 3x3 elliptical grey opening. `map: discrepancy` gives the cheaper per-position
   feature discrepancy (direction + lambda * squared error per position, up-sampled, summed, blurred).
 - checkpoint: the official script keeps the last epoch (and evaluates on the test set while training);
   kdmed selects by the mean detection score on held-out normals (`train.checkpoint: last` for the
@@ -37,15 +38,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from captum.attr import Saliency
 from torch import nn
 
 from kdmed.config import MkdConfig
 from kdmed.config_schema import build, to_plain
 from kdmed.errors import ConfigError
+from kdmed.localize.attributions import raw_attributions
+from kdmed.localize.postprocess import smooth_attributions
 from kdmed.models.backbones import FeatureExtractor, FeatureInfo, layers_at_strides
 from kdmed.models.base import Detector, Features, Prediction
-from kdmed.models.maps import gaussian_blur, grey_opening_cross
+from kdmed.models.maps import gaussian_blur
 
 VGG16_BLOCK_DEPTHS = (2, 2, 3, 3, 3)
 
@@ -181,13 +183,11 @@ class MKD(Detector):
             teacher, student, self.scoring, c.mse_weight, c.lambda_on, c.score_direction_only
         )
 
-    def gradient_maps(self, x01: torch.Tensor) -> torch.Tensor:
-        """|d score / d input| summed over channels (Captum Saliency), then the paper's blur and opening."""
-        with torch.enable_grad():
-            inputs = x01.detach().clone().float().requires_grad_(True)
-            attributions = Saliency(self.detection_scores).attribute(inputs, abs=True)
-        maps = gaussian_blur(attributions.sum(dim=1), self.config.blur_sigma)
-        return grey_opening_cross(maps) if self.config.opening else maps
+    def gradient_maps(self, x01: torch.Tensor, method: str | None = None) -> torch.Tensor:
+        """|attribution of the score to the input| summed over channels (Captum; `attribution.method` unless
+        `method` is given), then the paper's blur and opening. Call in eval mode."""
+        raw = raw_attributions(self, x01, self.config.attribution, method or self.config.attribution.method)
+        return smooth_attributions(raw, self.config.blur_sigma, self.config.opening)
 
     def discrepancy_maps(self, x01: torch.Tensor, teacher: Features, student: Features) -> torch.Tensor:
         size = tuple(x01.shape[-2:])

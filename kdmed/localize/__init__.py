@@ -1,0 +1,1 @@
+"""Localisation: Captum attributions of MKD's score, their post-processing, and the `localize` stage."""

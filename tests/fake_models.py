@@ -1,0 +1,81 @@
+"""Checkpoints with random-init teachers for tests of the serving side (`kdmed score`, the app): the real
+save/load path and metadata, no training. Speed over meaning: the scores are arbitrary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from kdmed.checkpoint import save_checkpoint
+from kdmed.config import DatasetConfig, MkdConfig, PreprocessConfig, StpmConfig
+from kdmed.config_schema import to_plain
+from kdmed.models.mkd import MKD
+from kdmed.models.stpm import STPM
+
+CALIBRATION = {"rule": "specificity", "target_specificity": 0.95, "validation_specificity": 0.95}
+
+
+def write_checkpoint(
+    path: Path,
+    kind: str,
+    threshold: float = 0.5,
+    scale: float = 0.1,
+    slice_axis: int = 2,
+    method: str = "stpm",
+    dataset: str = "demo",
+) -> Path:
+    """A random ResNet-18 STPM (or MKD) checkpoint for 64 px, one-channel volumes or 2D images."""
+    torch.manual_seed(0)
+    if method == "mkd":
+        detector = MKD(MkdConfig(backbone="resnet18", weights="random"))
+    else:
+        detector = STPM(StpmConfig(backbone="resnet18", weights="random"))
+    config = DatasetConfig(
+        adapter="brats" if kind == "volume" else "bmad",
+        root=".",
+        slice_range=None,
+        min_foreground_pixels=50,
+        slice_axis=slice_axis,
+    )
+    save_checkpoint(
+        path,
+        detector,
+        {
+            "dataset": dataset,
+            "kind": kind,
+            "channels": 1,
+            "image_size": 64,
+            "preprocess": to_plain(PreprocessConfig()),
+            "dataset_config": to_plain(config),
+            "calibration": {"threshold": threshold, "scale": scale, **CALIBRATION},
+            "training": {"trained_at": "2026-11-22T00:00:00+00:00"},
+        },
+    )
+    return path
+
+
+def nifti_bytes(shape=(40, 40, 12)) -> bytes:
+    volume = np.zeros(shape, np.float32)
+    rng = np.random.default_rng(0)
+    volume[8:32, 6:34, 2:10] = 100 + rng.normal(0, 5, (24, 28, 8))
+    volume[14:22, 12:20, 5:8] += 80  # a bright blob on three slices
+    return nib.Nifti1Image(volume, np.diag([1.0, 1.0, 2.0, 1.0])).to_bytes()
+
+
+def model_at_median(models: Path, kind: str, study_source, method: str = "stpm") -> Path:
+    """A checkpoint whose threshold is the median score of `study_source`, so about half its slices flag."""
+    path = models / "demo" / method / "model.safetensors"
+    write_checkpoint(path, kind, method=method)
+    from kdmed.checkpoint import load_checkpoint
+    from kdmed.inference import score_study
+    from kdmed.io import load_study
+
+    result = score_study(load_checkpoint(path), load_study(study_source))
+    scores = result.scores[np.isfinite(result.scores)]
+    write_checkpoint(
+        path, kind, threshold=float(np.median(scores)), scale=float(np.std(scores)) or 1.0, method=method
+    )
+    return path

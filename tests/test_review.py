@@ -1,0 +1,153 @@
+"""The app's computations outside Streamlit: model catalogue, operating point, window/level presets,
+heat scaling, outlines, and the CSV / PDF records (identifying fields only on request)."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from fake_models import model_at_median, nifti_bytes, write_checkpoint
+from pypdf import PdfReader
+
+from kdmed.calibration import normalized_score
+from kdmed.checkpoint import load_checkpoint
+from kdmed.display import (
+    Window,
+    apply_window,
+    heat_scale,
+    map_floor,
+    maps_for_display,
+    outline,
+    overlay,
+    study_slices,
+    window_presets,
+)
+from kdmed.errors import ConfigError
+from kdmed.inference import score_study
+from kdmed.io import load_study
+from kdmed.io.study import Study, StudyMetadata
+from kdmed.report import ReviewContext, pdf_report, scores_csv
+from kdmed.review import explain_slice, model_cards, operating_threshold
+
+
+def test_the_operating_point_inverts_the_normalised_score():
+    calibration = {"threshold": 2.0, "scale": 0.3}
+    assert operating_threshold(calibration, 0.5) == pytest.approx(2.0)
+    for level in (0.1, 0.3, 0.8):
+        t = operating_threshold(calibration, level)
+        assert normalized_score(np.array([t]), calibration)[0] == pytest.approx(level)
+    assert operating_threshold(calibration, 0.2) < 2.0 < operating_threshold(calibration, 0.8)
+
+
+def test_model_cards_show_training_and_test_metrics(tmp_path):
+    write_checkpoint(tmp_path / "models" / "brain" / "stpm" / "model.safetensors", "volume", dataset="brain")
+    report = tmp_path / "reports" / "brain" / "stpm" / "metrics.json"
+    report.parent.mkdir(parents=True)
+    report.write_text(json.dumps({"image_auroc": 0.93, "pixel_auroc": 0.97}))
+    (card,) = model_cards(tmp_path / "models", tmp_path / "reports")
+    details = card.details()
+    assert card.label.startswith("brain / stpm (resnet18), trained 2026-11-22")
+    assert details["test image AUROC"] == "93.0 %" and details["validation specificity"].startswith("95.0 %")
+    assert model_cards(tmp_path / "nothing-here") == []
+
+
+def _study(array, modality=None, window=None, volume=True) -> Study:
+    meta = StudyMetadata(
+        source_kind="dicom" if modality else "nifti",
+        modality=modality,
+        window_center=window[0] if window else None,
+        window_width=window[1] if window else None,
+        orientation=("R", "A", "S") if volume else None,
+    )
+    return Study(array=array, affine=np.eye(4), spacing=(1.0, 1.0, 1.0), metadata=meta)
+
+
+def test_window_presets_follow_the_modality_and_the_file():
+    ct = np.full((20, 20, 6), -1000.0, np.float32)
+    ct[5:15, 5:15] = np.linspace(-100, 200, 600).reshape(10, 10, 6)
+    presets = window_presets(_study(ct, modality="CT", window=(50.0, 350.0)))
+    assert presets["CT soft tissue (W400 L40)"] == Window(40.0, 400.0)
+    assert presets["brain (CT, W80 L40)"] == Window(40.0, 80.0)
+    assert presets["as stored in the file"] == Window(50.0, 350.0)
+    assert -100 <= presets["auto"].low < presets["auto"].high <= 200  # the foreground, not the air
+    mr = window_presets(_study(np.abs(ct) / 10, modality="MR"))
+    assert "CT soft tissue (W400 L40)" not in mr and "brain (MR, 0.5-99.5 %)" in mr
+    shown = apply_window(np.array([[-200.0, 40.0, 400.0]]), Window(40.0, 400.0))
+    np.testing.assert_allclose(shown, [[0.0, 0.5, 1.0]])
+
+
+def test_one_heat_scale_per_study_with_the_normal_floor():
+    maps = [np.zeros((4, 4)), np.full((4, 4), 0.2)]
+    assert heat_scale(maps) == pytest.approx(0.2)
+    assert heat_scale(maps, floor=0.5) == pytest.approx(0.5)  # a faint study stays faint
+    assert heat_scale([np.zeros((4, 4))]) == 1.0
+
+
+def test_outline_is_the_border_of_the_hot_region():
+    heat = np.zeros((9, 9))
+    heat[2:7, 2:7] = 1.0
+    border = outline(heat)
+    assert border[2, 2:7].all() and border[2:7, 2].all() and not border[4, 4] and not border[0].any()
+    rgb = overlay(np.zeros((9, 9)), heat, 1.0)
+    assert rgb.dtype == np.uint8 and rgb[4, 4, 0] == 255 and rgb[0, 0].sum() == 0
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    root = tmp_path_factory.mktemp("review")
+    path = model_at_median(root, "volume", [("s.nii", nifti_bytes())])
+    checkpoint = load_checkpoint(path)
+    study = load_study([("s.nii", nifti_bytes())])
+    return checkpoint, study, score_study(checkpoint, study)
+
+
+def test_display_slices_keep_the_study_units_and_align_with_the_maps(scored):
+    checkpoint, study, result = scored
+    slices = study_slices(study, checkpoint, result)
+    maps = maps_for_display(result, slices)
+    assert len(slices) == len(result.scores) == study.array.shape[2]
+    assert all(s.shape == m.shape for s, m in zip(slices, maps, strict=True))
+    assert max(float(s.max()) for s in slices) > 150  # raw intensities (tissue ~100, blob +80), not [0, 1]
+    assert map_floor(checkpoint) == checkpoint.threshold  # STPM: score = map maximum
+
+
+def _context(checkpoint, study, threshold, include_phi=False) -> ReviewContext:
+    meta = replace(study.metadata, phi={"PatientName": "Synthetic^Patient", "PatientID": "KDMED-0001"})
+    return ReviewContext(
+        model=checkpoint.metadata,
+        model_file="model.safetensors",
+        study={**meta.to_dict(include_phi=include_phi), "shape": list(study.array.shape)},
+        operating_threshold=threshold,
+    )
+
+
+def test_csv_has_one_row_per_slice_at_the_operating_threshold(scored):
+    checkpoint, study, result = scored
+    lower = operating_threshold(checkpoint.metadata["calibration"], 0.2)
+    rows = scores_csv(result, _context(checkpoint, study, lower)).decode().splitlines()
+    flagged = [int(r.split(",")[4]) for r in rows[1:]]
+    assert len(rows) == 1 + len(result.scores)
+    assert sum(flagged) == int((np.nan_to_num(result.scores, nan=-np.inf) > lower).sum())
+    assert sum(flagged) >= int(result.flagged.sum())
+
+
+def test_pdf_names_the_patient_only_when_asked(scored):
+    checkpoint, study, result = scored
+
+    def text(include_phi: bool) -> str:
+        pdf = pdf_report(result, _context(checkpoint, study, result.threshold, include_phi), {})
+        return "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+
+    without, with_phi = text(False), text(True)
+    assert "Study " in without and "Operating threshold" in without and "stpm / resnet18" in without
+    assert "Synthetic" not in without and "KDMED-0001" not in without
+    assert "Synthetic^Patient" in with_phi and "KDMED-0001" in with_phi
+
+
+def test_captum_explanations_are_for_mkd_only(scored):
+    checkpoint, _, result = scored
+    with pytest.raises(ConfigError, match="attribute MKD's score"):
+        explain_slice(checkpoint, result.views[0], "saliency")
