@@ -103,5 +103,7 @@ def explain_slice(checkpoint, view: np.ndarray, method: str) -> np.ndarray:
     batch = to_model_input(torch.from_numpy(np.ascontiguousarray(model_input, dtype=np.float32))[None])
     detector = checkpoint.detector.eval()
     device = next(detector.parameters()).device
-    heat = detector.gradient_maps(batch.to(device), method)[0].float().cpu().numpy()
+    with torch.random.fork_rng(devices=[]):  # SmoothGrad's noise: the same explanation every time
+        torch.manual_seed(0)
+        heat = detector.gradient_maps(batch.to(device), method)[0].float().cpu().numpy()
     return resize_map(heat, tuple(view.shape[-2:]))

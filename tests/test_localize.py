@@ -172,6 +172,8 @@ def trained_tiny(tiny_brain, tmp_path_factory):
 
 def test_localize_stage_scores_every_map_on_the_same_images(trained_tiny):
     metrics = localize_stage(trained_tiny, "brain")
+    again = localize_stage(trained_tiny, "brain")  # SmoothGrad's noise is seeded: the same numbers
+    assert again["maps"]["mkd_smoothgrad"]["pixel_auroc"] == metrics["maps"]["mkd_smoothgrad"]["pixel_auroc"]
     out = trained_tiny.localize.out_dir
     written = json.loads((Path(out) / "brain" / "localize" / "metrics.json").read_text())
     expected = {f"mkd_{m}" for m in ATTRIBUTION_METHODS} | {"mkd_discrepancy", "stpm", "rd4ad"}

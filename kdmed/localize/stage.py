@@ -108,9 +108,11 @@ def all_maps(params: Params, dataset: str, images: torch.Tensor, device) -> tupl
     mkd_maps(mkd.detector, images[:1], "saliency", 1, device)  # warm-up, untimed
     for method in (*config.attributions, "discrepancy"):
         name = f"mkd_{method}"
-        maps[name], seconds[name] = _timed(
-            lambda m=method: mkd_maps(mkd.detector, images, m, config.batch_size, device)
-        )
+        with torch.random.fork_rng(devices=[]):  # SmoothGrad's noise: the same maps on every run
+            torch.manual_seed(config.seed)
+            maps[name], seconds[name] = _timed(
+                lambda m=method: mkd_maps(mkd.detector, images, m, config.batch_size, device)
+            )
     amp = amp_dtype(device, params.common.amp)
     for other in config.compare:
         checkpoint = load_checkpoint(checkpoint_path(params, dataset, other), device)
