@@ -35,7 +35,7 @@ from kdmed.display import (
 from kdmed.errors import KdmedError
 from kdmed.inference import score_study
 from kdmed.io import ReadLimits, list_series, load_study
-from kdmed.report import ReviewContext, flags_at, pdf_report, scores_csv
+from kdmed.report import ReviewContext, pdf_report, scores_csv
 from kdmed.review import explain_slice, model_cards, operating_threshold
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ def scored(files: list[tuple[str, bytes]], key: str, model_path: str, series_uid
             checkpoint, study, progress=lambda done, total: bar.progress(done / total, text=f"{done}/{total}")
         )
         bar.empty()
-        slices = study_slices(study, checkpoint, result)
+        slices = study_slices(study, result)
         maps = maps_for_display(result, slices)
         cache[token] = {
             "study": study,
@@ -190,10 +190,9 @@ level = st.slider(
     key="operating_point",
 )
 threshold = operating_threshold(calibration, level)
-flagged = flags_at(result, threshold)
-calibrated_count = int(flags_at(result, result.threshold).sum())
-study_flagged = bool(np.isfinite(result.study_score) and result.study_score > threshold)
-verdict = "FLAGGED for review" if study_flagged else "not flagged"
+flagged = result.flags_at(threshold)
+calibrated_count = int(result.flagged.sum())
+verdict = "FLAGGED for review" if result.study_flagged_at(threshold) else "not flagged"
 st.subheader(
     f"Study {verdict}: score {result.study_score:.4g} (threshold {threshold:.4g}), "
     f"{int(flagged.sum())} of {len(result.scores)} slices flagged"
@@ -210,7 +209,7 @@ for warning in study.metadata.warnings:
 
 # ------------------------------------------------------------------------------------------ the review
 
-order = [i for i in np.argsort(-np.nan_to_num(result.scores, nan=-np.inf)) if flagged[i]]
+order = result.flagged_order(threshold)
 count = len(bundle["slices"])
 if "slice" not in st.session_state or st.session_state.get("slice_for") != key:
     first = order[0] if order else int(np.nanargmax(np.nan_to_num(result.scores, nan=-np.inf)))

@@ -10,6 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from kdmed.data.transforms import crop_padded, foreground_mask, resize_map, take_slice
+from kdmed.localize.postprocess import study_scale
 
 CT_PRESETS = {"brain (CT, W80 L40)": (40.0, 80.0), "CT soft tissue (W400 L40)": (40.0, 400.0)}
 
@@ -28,23 +29,15 @@ class Window:
         return self.center + self.width / 2
 
 
-def study_slices(study, checkpoint, result) -> list[np.ndarray]:
-    """The study's own pixels for every scored position, aligned with `result.maps`: volumes cropped to
-    the box the model saw (radiological view), 2D images whole. Values keep the study's units (HU for CT)."""
-    if not study.is_volume:
-        image = np.asarray(study.array, dtype=np.float32)
-        return [image]
-    from kdmed.config import DatasetConfig, PreprocessConfig
-    from kdmed.config_schema import build
-    from kdmed.data.preprocess import slice_rules
-    from kdmed.data.transforms import volume_crop
-
-    meta = checkpoint.metadata
-    preprocess = build(PreprocessConfig, meta["preprocess"], "preprocess")
-    rules = slice_rules(build(DatasetConfig, meta["dataset_config"], "dataset"))
-    box, _ = volume_crop(preprocess, rules, study)
+def study_slices(study, result) -> list[np.ndarray]:
+    """The study's own pixels for every scored position, aligned with `result.maps`: volumes cut with the
+    crop box the model's views were cut with (radiological view), 2D images whole. Values keep the study's
+    units (HU for CT)."""
+    if result.geometry is None:
+        return [np.asarray(study.array, dtype=np.float32)]
     volume = np.asarray(study.array, dtype=np.float32)[None]
-    return [crop_padded(take_slice(volume, rules.axis, int(i)), box)[0] for i in result.slice_indices]
+    axis, box = result.geometry.axis, result.geometry.crop_box
+    return [crop_padded(take_slice(volume, axis, int(i)), box)[0] for i in result.slice_indices]
 
 
 def maps_for_display(result, slices: list[np.ndarray]) -> list[np.ndarray]:
@@ -91,8 +84,7 @@ def apply_window(image: np.ndarray, window: Window) -> np.ndarray:
 def heat_scale(maps: list[np.ndarray], floor: float = 0.0) -> float:
     """One scale for the whole study (never per slice, so a clean slice stays dark): its largest map
     value, but at least `floor`, the level normal slices reach (`map_floor`)."""
-    peak = max((float(np.nanmax(m)) for m in maps if m.size and np.isfinite(m).any()), default=0.0)
-    return max(peak, floor) or 1.0
+    return study_scale(maps, floor) or 1.0
 
 
 def map_floor(checkpoint) -> float:

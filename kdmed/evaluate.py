@@ -31,35 +31,30 @@ from kdmed.metrics import (
     pixel_bootstrap,
     summarize,
 )
+from kdmed.metrics.image import cumulative_counts
 from kdmed.runtime import amp_dtype, configure_threads, resolve_device
 from kdmed.train import checkpoint_path
 
 
 def roc_points(labels: np.ndarray, scores: np.ndarray) -> list[dict]:
     """(fpr, tpr, threshold) at every distinct score, anomalous = positive."""
-    order = np.argsort(-scores, kind="mergesort")
-    s, y = scores[order], labels[order]
-    distinct = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
-    tp, fp = np.cumsum(y)[distinct], np.cumsum(1 - y)[distinct]
-    tpr, fpr = tp / max(y.sum(), 1), fp / max((1 - y).sum(), 1)
-    rows = [{"fpr": 0.0, "tpr": 0.0, "threshold": float(s[0]) + 1e-12}]
+    thresholds, tp, fp = cumulative_counts(np.asarray(labels), np.asarray(scores))
+    tpr, fpr = tp / max(int(tp[-1]), 1), fp / max(int(fp[-1]), 1)
+    rows = [{"fpr": 0.0, "tpr": 0.0, "threshold": float(thresholds[0]) + 1e-12}]
     rows += [
-        {"fpr": float(f), "tpr": float(t), "threshold": float(s[i])}
-        for f, t, i in zip(fpr, tpr, distinct, strict=True)
+        {"fpr": float(f), "tpr": float(t), "threshold": float(th)}
+        for f, t, th in zip(fpr, tpr, thresholds, strict=True)
     ]
     return rows
 
 
 def pr_points(labels: np.ndarray, scores: np.ndarray) -> list[dict]:
     """(recall, precision, threshold) at every distinct score, anomalous = positive."""
-    order = np.argsort(-scores, kind="mergesort")
-    s, y = scores[order], labels[order]
-    distinct = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
-    tp, fp = np.cumsum(y)[distinct], np.cumsum(1 - y)[distinct]
-    recall, precision = tp / max(y.sum(), 1), tp / np.maximum(tp + fp, 1)
+    thresholds, tp, fp = cumulative_counts(np.asarray(labels), np.asarray(scores))
+    recall, precision = tp / max(int(tp[-1]), 1), tp / np.maximum(tp + fp, 1)
     return [
-        {"recall": float(r), "precision": float(p), "threshold": float(s[i])}
-        for r, p, i in zip(recall, precision, distinct, strict=True)
+        {"recall": float(r), "precision": float(p), "threshold": float(th)}
+        for r, p, th in zip(recall, precision, thresholds, strict=True)
     ]
 
 
@@ -172,7 +167,7 @@ def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
         metrics["study_auroc"] = image_auroc(study_labels, study_values) if both else None
         metrics["studies"] = int(study_labels.size)
     out_dir = Path(params.evaluate.out_dir) / dataset / method
-    atomic.write_json(out_dir / "metrics.json", _rounded(metrics))
+    atomic.write_json(out_dir / "metrics.json", rounded(metrics))
     atomic.write_csv(out_dir / "roc.csv", roc_points(test.labels, result.scores))
     atomic.write_csv(out_dir / "pr.csv", pr_points(test.labels, result.scores))
     atomic.write_csv(out_dir / "histogram.csv", histogram_rows(test.labels, result.scores))
@@ -211,9 +206,10 @@ def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
     return metrics
 
 
-def _rounded(obj):
+def rounded(obj):
+    """Floats (also inside dicts) to 6 decimals, for metrics files that diff cleanly."""
     if isinstance(obj, float):
         return round(obj, 6)
     if isinstance(obj, dict):
-        return {k: _rounded(v) for k, v in obj.items()}
+        return {k: rounded(v) for k, v in obj.items()}
     return obj

@@ -70,29 +70,52 @@ def selection_value(
 
 
 @dataclass(frozen=True)
+class ViewGeometry:
+    """Where a volume's views sit: the slice axis, the square crop box every view was cut with (rows then
+    columns, in the radiological view) and the uncropped view's shape. What maps need to go back onto the
+    volume's grid (`kdmed score`) and what the app needs to cut the study's own pixels the same way."""
+
+    axis: int
+    crop_box: tuple[int, int, int, int]
+    view_shape: tuple[int, int]
+
+
+@dataclass(frozen=True)
 class StudyResult:
     """Per-slice (or per-image) scores of one study, with display views and maps at view resolution."""
 
     names: list[str]
     scores: np.ndarray  # (N,) raw scores; NaN for slices without enough tissue to score
     normalized: np.ndarray  # (N,) 0.5 = threshold
-    flagged: np.ndarray  # (N,) bool
+    flagged: np.ndarray  # (N,) bool, at the calibrated threshold
     views: list[np.ndarray]  # (C, h, w) [0, 1] display images (cropped slice views or the image)
     maps: list[np.ndarray]  # (h, w) anomaly maps at the view's resolution
     threshold: float
     study_score: float
     study_flagged: bool
     slice_indices: list[int]
+    geometry: ViewGeometry | None = None  # volumes only
 
-    @property
-    def flagged_order(self) -> list[int]:
-        """Indices of flagged slices, most suspicious first."""
-        index = np.flatnonzero(self.flagged)
-        return index[np.argsort(-self.scores[index])].tolist()
+    def flags_at(self, threshold: float) -> np.ndarray:
+        """(N,) bool: slices above `threshold`; NaN scores (too little tissue) are never flagged."""
+        return _above(self.scores, threshold)
+
+    def study_flagged_at(self, threshold: float) -> bool:
+        return bool(np.isfinite(self.study_score) and self.study_score > threshold)
+
+    def flagged_order(self, threshold: float | None = None) -> list[int]:
+        """Indices of the slices above `threshold` (default: the calibrated one), most suspicious first."""
+        index = np.flatnonzero(self.flags_at(self.threshold if threshold is None else threshold))
+        return index[np.argsort(-self.scores[index], kind="stable")].tolist()
 
 
-def study_items(checkpoint, study) -> list[dict]:
-    """Run the checkpoint's own preprocessing (the training transforms) on a loaded study."""
+def _above(scores: np.ndarray, threshold: float) -> np.ndarray:
+    return np.nan_to_num(scores, nan=-np.inf) > threshold
+
+
+def study_items(checkpoint, study) -> tuple[list[dict], ViewGeometry | None]:
+    """Run the checkpoint's own preprocessing (the training transforms) on a loaded study: the items and,
+    for a volume, where its views sit."""
     from kdmed.data.preprocess import slice_rules
     from kdmed.data.transforms import build_image_transform, build_volume_transform
     from kdmed.errors import StudyReadError
@@ -110,7 +133,9 @@ def study_items(checkpoint, study) -> list[dict]:
 
         preprocess = build(PreprocessConfig, meta["preprocess"], "preprocess")
         rules = slice_rules(build(DatasetConfig, meta["dataset_config"], "dataset"))
-        return build_volume_transform(preprocess, rules, size, keep_all=True)({"image": study})
+        items = build_volume_transform(preprocess, rules, size, keep_all=True)({"image": study})
+        first = items[0]
+        return items, ViewGeometry(rules.axis, tuple(first["crop_box"]), tuple(first["view_shape"]))
     if study.is_volume:
         raise StudyReadError(
             f"model '{meta['dataset']}/{meta['method']}' scores 2D images, but this study is a "
@@ -118,7 +143,7 @@ def study_items(checkpoint, study) -> list[dict]:
         )
     item = build_image_transform(size)({"image": study})
     item.update(slice=0, scoreable=True, view=item["image"])
-    return [item]
+    return [item], None
 
 
 def score_study(
@@ -129,7 +154,7 @@ def score_study(
     from kdmed.calibration import normalized_score
     from kdmed.data.transforms import resize_map
 
-    items = study_items(checkpoint, study)
+    items, geometry = study_items(checkpoint, study)
     channels = int(checkpoint.metadata["channels"])
     scoreable = [i for i, item in enumerate(items) if item["scoreable"]]
     images = (
@@ -145,9 +170,7 @@ def score_study(
             maps[i] = resize_map(result.maps[j], tuple(items[i]["view"].shape[-2:]))
     threshold = checkpoint.threshold
     calibration = checkpoint.metadata["calibration"]
-    valid = np.nan_to_num(scores, nan=-np.inf)
-    flagged = valid > threshold
-    ranked = np.sort(valid[np.isfinite(valid)])[::-1]
+    ranked = np.sort(scores[np.isfinite(scores)])[::-1]
     if ranked.size == 0:
         study_score = float("nan")
     else:
@@ -157,13 +180,14 @@ def score_study(
         names=[f"slice {item['slice']}" if volume else "image" for item in items],
         scores=scores,
         normalized=np.where(np.isnan(scores), np.nan, normalized_score(np.nan_to_num(scores), calibration)),
-        flagged=flagged,
+        flagged=_above(scores, threshold),
         views=[item["view"] for item in items],
         maps=maps,
         threshold=threshold,
         study_score=study_score,
         study_flagged=bool(np.isfinite(study_score) and study_score > threshold),
         slice_indices=[int(item["slice"]) for item in items],
+        geometry=geometry,
     )
 
 

@@ -29,11 +29,6 @@ class ReviewContext:
     operating_threshold: float  # the threshold the reader used (the calibrated one unless moved)
 
 
-def flags_at(result: StudyResult, threshold: float) -> np.ndarray:
-    """Slices above `threshold` (NaN scores, slices without enough tissue, are never flagged)."""
-    return np.nan_to_num(result.scores, nan=-np.inf) > threshold
-
-
 def scores_csv(result: StudyResult, context: ReviewContext) -> bytes:
     """One row per slice: index, name, raw score, normalised score (0.5 = calibrated threshold), flagged at
     the operating threshold, and the two thresholds."""
@@ -50,7 +45,7 @@ def scores_csv(result: StudyResult, context: ReviewContext) -> bytes:
             "calibrated_threshold",
         ]
     )
-    flagged = flags_at(result, context.operating_threshold)
+    flagged = result.flags_at(context.operating_threshold)
     for i, name in enumerate(result.names):
         score = result.scores[i]
         writer.writerow(
@@ -68,7 +63,7 @@ def scores_csv(result: StudyResult, context: ReviewContext) -> bytes:
 
 
 def _record_lines(result: StudyResult, context: ReviewContext, flagged: np.ndarray) -> list[str]:
-    study_flagged = bool(np.isfinite(result.study_score) and result.study_score > context.operating_threshold)
+    study_flagged = result.study_flagged_at(context.operating_threshold)
     calibration = context.model.get("calibration", {})
     backbone = context.model.get("architecture", {}).get("backbone", "?")
     trained = str(context.model.get("training", {}).get("trained_at", "?"))[:10]
@@ -98,7 +93,7 @@ def record_figure(result: StudyResult, context: ReviewContext, overlays: dict[in
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    flagged = flags_at(result, context.operating_threshold)
+    flagged = result.flags_at(context.operating_threshold)
     lines = _record_lines(result, context, flagged)
     created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     figure = plt.figure(figsize=(8.27, 11.69))

@@ -148,31 +148,17 @@ def _nifti_header(item: Item) -> tuple[tuple[int, ...], np.ndarray]:
     return spatial, affine
 
 
-def volume_maps(result: StudyResult, study: Study, checkpoint: Checkpoint, grid: InputGrid) -> np.ndarray:
+def volume_maps(result: StudyResult, study: Study, grid: InputGrid) -> np.ndarray:
     """Per-slice maps (cropped view resolution) -> one float32 array on the input's grid; unscored slices 0."""
-    from kdmed.data.transforms import volume_crop
-
-    preprocess, rules = _preprocessing(checkpoint)
-    box, view_shape = volume_crop(preprocess, rules, study)
+    geometry = result.geometry
     canonical = np.zeros(study.array.shape, np.float32)
     for i, k in enumerate(result.slice_indices):
         if not np.isfinite(result.scores[i]):
             continue
         index: list[Any] = [slice(None)] * 3
-        index[rules.axis] = k
-        canonical[tuple(index)] = from_view(uncrop(result.maps[i], box, view_shape))
+        index[geometry.axis] = k
+        canonical[tuple(index)] = from_view(uncrop(result.maps[i], geometry.crop_box, geometry.view_shape))
     return grid.array(canonical)
-
-
-def _preprocessing(checkpoint: Checkpoint):
-    """The checkpoint's own preprocessing settings, rebuilt as `inference.study_items` does."""
-    from kdmed.config import DatasetConfig, PreprocessConfig
-    from kdmed.config_schema import build
-    from kdmed.data.preprocess import slice_rules
-
-    meta = checkpoint.metadata
-    rules = slice_rules(build(DatasetConfig, meta["dataset_config"], "dataset"))
-    return build(PreprocessConfig, meta["preprocess"], "preprocess"), rules
 
 
 def uncrop(view_map: np.ndarray, box: tuple[int, int, int, int], view_shape: tuple[int, int]) -> np.ndarray:
@@ -189,7 +175,7 @@ def uncrop(view_map: np.ndarray, box: tuple[int, int, int, int], view_shape: tup
 
 def _score_volume(checkpoint, study, result, source, series_uid, out) -> dict[str, Any]:
     grid, infos = input_grid(source, study, series_uid)
-    axis = _preprocessing(checkpoint)[1].axis
+    axis = result.geometry.axis
     n = study.array.shape[axis]
     input_axis = grid.index(axis, 0, n)[0]
     slices = []
@@ -227,7 +213,7 @@ def _score_volume(checkpoint, study, result, source, series_uid, out) -> dict[st
         }
         report["input"]["available_series"] = infos
     if out is not None:
-        maps = volume_maps(result, study, checkpoint, grid)
+        maps = volume_maps(result, study, grid)
         scores = np.full(grid.shape[input_axis], np.nan)
         for entry, score in zip(slices, result.scores, strict=True):
             scores[entry["input_index"]] = score

@@ -106,7 +106,7 @@ def scored(tmp_path_factory):
 
 def test_display_slices_keep_the_study_units_and_align_with_the_maps(scored):
     checkpoint, study, result = scored
-    slices = study_slices(study, checkpoint, result)
+    slices = study_slices(study, result)
     maps = maps_for_display(result, slices)
     assert len(slices) == len(result.scores) == study.array.shape[2]
     assert all(s.shape == m.shape for s, m in zip(slices, maps, strict=True))

@@ -187,6 +187,7 @@ class ExtractSlicesd(MapTransform):
 
     def __init__(self, rules: SliceRules, image_size: int, keep_all: bool = False):
         """`keep_all` (serving): every slice of the volume, each with its cropped full-resolution `view`
+        (and the `crop_box` / uncropped `view_shape` that cut it, to put maps back on the volume's grid)
         and a `scoreable` flag (enough foreground or a lesion), instead of only the rule-selected ones."""
         super().__init__(["image"])
         self.rules, self.image_size, self.keep_all = rules, image_size, keep_all
@@ -213,7 +214,7 @@ class ExtractSlicesd(MapTransform):
                 "scoreable": has_lesion or enough,
             }
             if self.keep_all:
-                item["view"] = view
+                item.update(view=view, crop_box=tuple(box), view_shape=tuple(data["view_shape"]))
             if lesion is not None:
                 item["mask"] = (
                     resize(crop_padded(lesion[None].astype(np.float32), box), self.image_size, nearest=True)[
@@ -265,16 +266,6 @@ def build_volume_transform(
         [*_volume_steps(config, rules), ExtractSlicesd(rules, image_size, keep_all=keep_all)],
         map_items=False,
     )
-
-
-def volume_crop(
-    config: PreprocessConfig, rules: SliceRules, study
-) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
-    """The `(crop_box, view_shape)` that `build_volume_transform` uses for `study` (same steps, same
-    values), so that maps at view resolution can be put back on the volume's grid."""
-    data = Compose(_volume_steps(config, rules), map_items=False)({"image": study})
-    box = tuple(int(v) for v in data["crop_box"])
-    return box, tuple(int(v) for v in data["view_shape"])  # type: ignore[return-value]
 
 
 class PrepareImaged(MapTransform):

@@ -23,11 +23,9 @@ import time
 
 import torch
 
-from kdmed.config import ATTRIBUTION_METHODS, AttributionConfig, MkdConfig
+from kdmed.config import ATTRIBUTION_METHODS, AttributionConfig
 from kdmed.data.transforms import to_model_input
 from kdmed.runtime import resolve_device
-
-LITE0_MKD_LAYERS = ("stage2", "stage3", "stage5", "stage7")
 
 
 def build_model(args) -> tuple[torch.nn.Module, int]:
@@ -38,9 +36,9 @@ def build_model(args) -> tuple[torch.nn.Module, int]:
         checkpoint = load_checkpoint(args.model)
         return checkpoint.detector, int(checkpoint.metadata["image_size"])
     from kdmed.models.mkd import MKD
+    from kdmed.train_benchmark import method_config
 
-    layers = LITE0_MKD_LAYERS if args.backbone == "efficientnet_lite0" else ()
-    return MKD(MkdConfig(backbone=args.backbone, weights=args.weights, layers=layers)), args.image_size
+    return MKD(method_config("mkd", args.backbone, args.weights)), args.image_size
 
 
 def load_slices(path: str | None, count: int, size: int) -> torch.Tensor:

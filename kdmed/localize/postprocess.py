@@ -34,6 +34,14 @@ def normal_peak(normal_maps: np.ndarray, quantile: float = 0.95) -> float:
     return float(np.quantile(maps.reshape(len(maps), -1).max(axis=1), quantile))
 
 
+def study_scale(maps, floor: float = 0.0) -> float:
+    """The divisor for one study's maps (any iterable of arrays): the largest finite value over all its
+    slices, but at least `floor`; 0 when the study has no positive finite value."""
+    finite = [m[np.isfinite(m)] for m in (np.asarray(x) for x in maps)]
+    peak = max((float(v.max()) for v in finite if v.size), default=0.0)
+    return max(peak, floor) if peak > 0 else 0.0
+
+
 def normalize_per_study(maps: np.ndarray, studies: np.ndarray, floor: float = 0.0) -> np.ndarray:
     """(N, H, W) maps divided by max(the maximum over each study's slices, `floor`); a study whose maps
     are all zero or not finite stays zero. `studies` (N,) holds a study (patient) id per slice."""
@@ -44,8 +52,7 @@ def normalize_per_study(maps: np.ndarray, studies: np.ndarray, floor: float = 0.
     out = np.zeros_like(maps)
     for study in np.unique(studies):
         rows = studies == study
-        peak = float(np.nanmax(maps[rows])) if np.isfinite(maps[rows]).any() else 0.0
-        peak = max(peak, floor) if peak > 0 else 0.0
-        if peak > 0 and np.isfinite(peak):
+        peak = study_scale(maps[rows], floor)
+        if peak > 0:
             out[rows] = np.nan_to_num(maps[rows] / peak, nan=0.0, posinf=1.0, neginf=0.0)
     return out

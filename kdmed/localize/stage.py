@@ -27,7 +27,7 @@ from kdmed.config_schema import to_plain
 from kdmed.data.slices import SliceSet, load_split
 from kdmed.data.transforms import to_model_input
 from kdmed.errors import ConfigError
-from kdmed.evaluate import _rounded, pixel_metrics
+from kdmed.evaluate import pixel_metrics, rounded
 from kdmed.inference import predict_images
 from kdmed.localize.postprocess import normal_peak, normalize_per_study
 from kdmed.metrics.pixel import aupro, pixel_auroc
@@ -163,7 +163,7 @@ def localize_stage(params: Params, dataset: str) -> dict:
         "maps": rows,
     }
     out_dir = Path(config.out_dir) / dataset / "localize"
-    atomic.write_json(out_dir / "metrics.json", _rounded(metrics))
+    atomic.write_json(out_dir / "metrics.json", rounded(metrics))
     from kdmed.localize.panel import save_comparison_panel  # matplotlib only when drawing
 
     save_comparison_panel(

@@ -49,7 +49,7 @@ def _checked(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     return y, s
 
 
-def _cumulative_counts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cumulative_counts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """At each distinct threshold, highest first: (threshold, true positives, false positives)."""
     order = np.argsort(s, kind="stable")[::-1]
     s_desc, y_desc = s[order], y[order]
@@ -72,7 +72,7 @@ def average_precision(labels: Any, scores: Any) -> float:
     Same definition as ``sklearn.metrics.average_precision_score``.
     """
     y, s = _checked(labels, scores)
-    _, tp, fp = _cumulative_counts(y, s)
+    _, tp, fp = cumulative_counts(y, s)
     precision = tp / (tp + fp)
     recall = tp / y.sum()
     return float(np.sum(np.diff(recall, prepend=0.0) * precision))
@@ -84,7 +84,7 @@ def f1_max(labels: Any, scores: Any) -> F1Max:
     When several thresholds reach the same best F1 the highest one is returned.
     """
     y, s = _checked(labels, scores)
-    thresholds, tp, fp = _cumulative_counts(y, s)
+    thresholds, tp, fp = cumulative_counts(y, s)
     f1 = 2 * tp / (tp + fp + y.sum())
     best = int(np.argmax(f1))
     return F1Max(float(f1[best]), float(thresholds[best]))
