@@ -17,26 +17,26 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from kdmed.checkpoint import load_checkpoint
+from kdmed.checkpoint import catalogue_signature, load_checkpoint
 from kdmed.config import ATTRIBUTION_METHODS
+from kdmed.contract import SCORED
 from kdmed.display import (
     apply_window,
+    display_map,
+    display_slice,
     draw_outline,
+    fit_map,
     heat_image,
-    heat_scale,
-    map_floor,
-    maps_for_display,
     outline,
     overlay,
-    study_slices,
     to_rgb,
     window_presets,
 )
 from kdmed.errors import KdmedError
 from kdmed.inference import score_study
-from kdmed.io import ReadLimits, list_series, load_study
+from kdmed.io import ReadLimits, load_study
 from kdmed.report import ReviewContext, pdf_report, scores_csv
-from kdmed.review import explain_slice, model_cards, operating_threshold
+from kdmed.review import explain_slice, model_catalogue, operating_threshold
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = Path(os.environ.get("KDMED_MODELS_DIR", ROOT / "models"))
@@ -54,6 +54,12 @@ def cached_checkpoint(path: str):
     return load_checkpoint(path)
 
 
+@st.cache_resource(show_spinner=False, max_entries=2)
+def cached_catalogue(models_dir: str, reports_dir: str, signature: tuple):
+    """Checkpoint headers are read again only when a model file changes (`signature`)."""
+    return model_catalogue(models_dir, reports_dir)
+
+
 def how_to_train() -> None:
     st.info(
         f"No trained model found under `{MODELS_DIR}`. Train the demo models with `make demo` "
@@ -67,11 +73,17 @@ def how_to_train() -> None:
     )
 
 
-def upload_digest(files: list[tuple[str, bytes]]) -> str:
-    digest = hashlib.sha256()
-    for name, data in files:
-        digest.update(name.encode("utf-8", "replace") + b"\0" + hashlib.sha256(data).digest())
-    return digest.hexdigest()
+def upload_files(uploads) -> tuple[list[tuple[str, bytes]], str]:
+    """The uploaded files and a key for them, copied out of the uploader once per upload (not on every
+    rerun): the key is made of Streamlit's file ids, which change whenever a file is uploaded again."""
+    key = hashlib.sha256("\0".join(f"{u.file_id}:{u.name}:{u.size}" for u in uploads).encode()).hexdigest()
+    held = st.session_state.get("upload")
+    if held is None or held[0] != key:
+        held = (key, [(u.name, u.getvalue()) for u in uploads])
+        st.session_state["upload"] = held
+        st.session_state.pop("study", None)
+        st.session_state.pop("scored", None)
+    return held[1], key
 
 
 def series_label(info) -> str:
@@ -84,48 +96,53 @@ def series_label(info) -> str:
     return " | ".join(parts) + (" | localiser" if info.is_localizer else "")
 
 
-def scored(files: list[tuple[str, bytes]], key: str, model_path: str, series_uid: str | None) -> dict:
-    """Score once per (upload, model, series) and keep the result in this session's state only."""
-    cache = st.session_state.setdefault("scored", {})
-    token = (key, model_path, series_uid)
-    if token not in cache:
-        cache.clear()  # one study at a time in memory
-        study = load_study(files, series_uid=series_uid, limits=LIMITS)
+def read_study(files: list[tuple[str, bytes]], key: str):
+    """Read the upload once (series list included) and keep it apart from any model: switching models
+    reuses it. With several series, the reader's choice reloads only that series."""
+    held = st.session_state.get("study")
+    if held is None or held[0] != key:
+        study = load_study(files, limits=LIMITS)
+        held = (key, {study.metadata.series_uid: study}, study.series, study.metadata.series_uid)
+        st.session_state["study"] = held
+    _, loaded, series, default_uid = held
+    uid = default_uid
+    if len(series) > 1:
+        uids = [info.uid for info in series]
+        pick = st.selectbox(
+            "This upload holds several series: choose one",
+            range(len(series)),
+            index=uids.index(default_uid) if default_uid in uids else 0,
+            format_func=lambda i: series_label(series[i]),
+            key="series",
+        )
+        uid = uids[pick]
+    if uid not in loaded:
+        loaded.clear()  # one series in memory at a time
+        loaded[uid] = load_study(files, series_uid=uid, limits=LIMITS)
+    return loaded[uid]
+
+
+def scored(study, key: str, model_path: str) -> dict:
+    """Score once per (upload, series, model) and keep the result in this session's state only."""
+    token = (key, study.metadata.series_uid, model_path)
+    held = st.session_state.get("scored")
+    if held is None or held[0] != token:
         checkpoint = cached_checkpoint(model_path)
         bar = st.progress(0.0, text="Scoring slices...")
         result = score_study(
             checkpoint, study, progress=lambda done, total: bar.progress(done / total, text=f"{done}/{total}")
         )
         bar.empty()
-        slices = study_slices(study, result)
-        maps = maps_for_display(result, slices)
-        cache[token] = {
-            "study": study,
-            "result": result,
-            "slices": slices,
-            "maps": maps,
-            "scale": heat_scale(maps, map_floor(checkpoint)),
-            "presets": window_presets(study),
-        }
-    return cache[token]
+        held = (token, {"result": result, "presets": window_presets(study, result.foreground)})
+        st.session_state["scored"] = held
+        st.session_state.pop("explanation", None)
+    return held[1]
 
 
-def read_and_score(files, key: str, model_path: str) -> dict | None:
+def read_and_score(files, key: str, model_path: str):
     try:
-        series = st.session_state.get("series_list", {}).get(key)
-        if series is None:
-            series = list_series(files, limits=LIMITS)
-            st.session_state["series_list"] = {key: series}
-        uid = None
-        if len(series) > 1:
-            pick = st.selectbox(
-                "This upload holds several series: choose one",
-                range(len(series)),
-                format_func=lambda i: series_label(series[i]),
-                key="series",
-            )
-            uid = series[pick].uid
-        return scored(files, key, model_path, uid)
+        study = read_study(files, key)
+        return study, scored(study, key, model_path)
     except KdmedError as error:
         st.error(f"This upload cannot be scored: {error}")
     except MemoryError:
@@ -140,7 +157,7 @@ def read_and_score(files, key: str, model_path: str) -> dict | None:
 
 # ------------------------------------------------------------------------------------------- the model
 
-cards = model_cards(MODELS_DIR, REPORTS_DIR)
+cards = cached_catalogue(str(MODELS_DIR), str(REPORTS_DIR), catalogue_signature(MODELS_DIR))
 if not cards:
     how_to_train()
     st.stop()
@@ -170,14 +187,14 @@ uploads = st.file_uploader(
 if not uploads:
     st.stop()
 
-files = [(u.name, u.getvalue()) for u in uploads]
-key = upload_digest(files)
-bundle = read_and_score(files, key, str(card.path))
-if bundle is None:
+files, key = upload_files(uploads)
+loaded = read_and_score(files, key, str(card.path))
+if loaded is None:
     st.stop()
-study, result = bundle["study"], bundle["result"]
+study, bundle = loaded
+result = bundle["result"]
 checkpoint = cached_checkpoint(str(card.path))
-calibration = checkpoint.metadata["calibration"]
+calibration = checkpoint.serving.calibration
 
 # ----------------------------------------------------------------------------------------- the verdict
 
@@ -192,11 +209,23 @@ level = st.slider(
 threshold = operating_threshold(calibration, level)
 flagged = result.flags_at(threshold)
 calibrated_count = int(result.flagged.sum())
-verdict = "FLAGGED for review" if result.study_flagged_at(threshold) else "not flagged"
-st.subheader(
-    f"Study {verdict}: score {result.study_score:.4g} (threshold {threshold:.4g}), "
-    f"{int(flagged.sum())} of {len(result.scores)} slices flagged"
-)
+if result.count(SCORED) == 0:
+    st.subheader(
+        f"Study not scored: none of its {len(result.scores)} slices is inside what this model was trained on"
+    )
+else:
+    verdict = "FLAGGED for review" if result.study_flagged_at(threshold) else "not flagged"
+    st.subheader(
+        f"Study {verdict}: score {result.study_score:.4g} (threshold {threshold:.4g}), "
+        f"{int(flagged.sum())} of {result.count(SCORED)} {'scored slices' if result.geometry else 'images'} flagged"
+    )
+unscored = len(result.scores) - result.count(SCORED)
+if unscored:
+    policy = checkpoint.serving.slice_policy
+    st.caption(
+        f"{unscored} of {len(result.scores)} slices were not scored: the model was trained and evaluated on "
+        f"{policy.describe()}; slices outside that are shown as outside the trained range, never flagged."
+    )
 if level != 0.5:
     change = int(flagged.sum()) - calibrated_count
     st.caption(
@@ -210,7 +239,7 @@ for warning in study.metadata.warnings:
 # ------------------------------------------------------------------------------------------ the review
 
 order = result.flagged_order(threshold)
-count = len(bundle["slices"])
+count = len(result.scores)
 if "slice" not in st.session_state or st.session_state.get("slice_for") != key:
     first = order[0] if order else int(np.nanargmax(np.nan_to_num(result.scores, nan=-np.inf)))
     st.session_state["slice"], st.session_state["slice_for"] = int(first), key
@@ -241,13 +270,19 @@ with left:
     show_outline = st.checkbox("Outline the flagged region", value=True, key="outline")
 with right:
     index = st.slider("Slice", 0, count - 1, key="slice") if count > 1 else 0
-    display = apply_window(bundle["slices"][index], presets[preset])
-    heat = bundle["maps"][index] / bundle["scale"]
+    pixels = display_slice(study, result, index)
+    display = apply_window(pixels, presets[preset])
+    heat = display_map(result, index, pixels.shape[:2])
+    scale_note = "study scale"
     explanation = st.session_state.get("explanation")
-    if explanation is not None and explanation["slice"] == index and explanation["for"] == key:
-        heat = explanation["map"] / (float(explanation["map"].max()) or 1.0)
+    if explanation is not None and explanation["slice"] == index:
+        heat, scale_note = fit_map(explanation["map"], pixels.shape[:2]), explanation["scaling"]
     border = outline(heat) if show_outline and flagged[index] else None
-    title = f"{result.names[index]}: score {result.scores[index]:.4g} ({'flagged' if flagged[index] else 'not flagged'})"
+    if result.status[index] == SCORED:
+        verdict = "flagged" if flagged[index] else "not flagged"
+        title = f"{result.names[index]}: score {result.scores[index]:.4g} ({verdict})"
+    else:
+        title = f"{result.names[index]}: not scored ({result.status[index]})"
     if mode == "overlay":
         image = overlay(display, heat, opacity)
         st.image(draw_outline(image, border) if border is not None else image, caption=title, width="stretch")
@@ -255,7 +290,7 @@ with right:
         a, b = st.columns(2)
         base = (to_rgb(display) * 255).astype(np.uint8)
         a.image(draw_outline(base, border) if border is not None else base, caption=title, width="stretch")
-        b.image(heat_image(heat), caption="anomaly map (study scale)", width="stretch")
+        b.image(heat_image(heat), caption=f"anomaly map ({scale_note})", width="stretch")
     if count > 1:
         st.line_chart(
             {"score": np.nan_to_num(result.scores, nan=0.0), "threshold": np.full(count, threshold)},
@@ -270,16 +305,22 @@ with right:
                 index=ATTRIBUTION_METHODS.index(DEFAULT_ATTRIBUTION),
                 key="attribution",
             )
-            if st.button("Explain", key="explain"):
+            if result.status[index] != SCORED:
+                st.caption("This slice was not scored, so there is no score to explain.")
+            elif st.button("Explain", key="explain"):
                 with st.spinner(f"{method} attribution of this slice's score..."):
-                    heat_map = explain_slice(checkpoint, result.views[index], method)
-                st.session_state["explanation"] = {"slice": index, "for": key, "map": heat_map}
+                    explained = explain_slice(checkpoint, result, index, method)
+                st.session_state["explanation"] = {
+                    "slice": index,
+                    "map": explained.heat,
+                    "scaling": explained.scaling,
+                }
                 st.rerun()
 
 # ------------------------------------------------------------------------------------------ the record
 
 context = ReviewContext(
-    model=checkpoint.metadata,
+    model=checkpoint.header,
     model_file=card.path.name,
     study={
         **study.metadata.to_dict(include_phi=include_phi),
@@ -296,10 +337,10 @@ record_for = (key, str(card.path), round(threshold, 12), include_phi, preset)
 if c2.button("Prepare the PDF summary", key="prepare_pdf"):
     top = order[:6] or [int(np.nanargmax(np.nan_to_num(result.scores, nan=-np.inf)))]
     window = presets[preset]
-    overlays = {
-        i: overlay(apply_window(bundle["slices"][i], window), bundle["maps"][i] / bundle["scale"], 0.5)
-        for i in top
-    }
+    overlays = {}
+    for i in top:
+        pixels = display_slice(study, result, i)
+        overlays[i] = overlay(apply_window(pixels, window), display_map(result, i, pixels.shape[:2]), 0.5)
     st.session_state["report_pdf"] = pdf_report(result, context, overlays)
     st.session_state["report_pdf_for"] = record_for
 if st.session_state.get("report_pdf_for") == record_for:

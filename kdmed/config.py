@@ -290,6 +290,10 @@ class TrainConfig:
     # operating point, chosen on the validation split only and stored in the checkpoint
     calibration_rule: Literal["specificity", "f1"] = "specificity"
     target_specificity: float = 0.95
+    # the rest of the serving contract, written into the checkpoint at calibration (kdmed.contract)
+    study_aggregation: Literal["max", "topk_mean"] = "max"  # slice scores -> study score
+    top_k: int = 3
+    map_floor_quantile: float = 0.95  # normal map level: this quantile of validation normals' map maxima
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "train.epochs", self.epochs, ">= 1")
@@ -302,6 +306,13 @@ class TrainConfig:
         )
         require(self.max_train_images >= 0, "train.max_train_images", self.max_train_images, ">= 0")
         require(self.validate_every >= 1, "train.validate_every", self.validate_every, ">= 1")
+        require(self.top_k >= 1, "train.top_k", self.top_k, ">= 1")
+        require(
+            0 <= self.map_floor_quantile <= 1,
+            "train.map_floor_quantile",
+            self.map_floor_quantile,
+            "in [0, 1]",
+        )
         require(
             self.teacher_cache_mb >= 0, "train.teacher_cache_mb", self.teacher_cache_mb, ">= 0 (0 disables)"
         )
@@ -310,12 +321,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvaluateConfig:
     out_dir: str = "reports"
-    study_aggregation: Literal["max", "topk_mean"] = "max"
-    top_k: int = 3
     panel_images: int = 8
-
-    def __post_init__(self) -> None:
-        require(self.top_k >= 1, "evaluate.top_k", self.top_k, ">= 1")
 
 
 @dataclass(frozen=True)
@@ -327,7 +333,6 @@ class LocalizeConfig:
     compare: tuple[str, ...] = ("stpm", "rd4ad")  # other methods whose maps are scored on the same images
     max_images: int = 32  # 0 = the whole test split; else a seeded half-lesion, half-normal subset
     reference_images: int = 16  # validation normals that set the per-study normalisation floor (0: none)
-    reference_quantile: float = 0.95  # the floor: this quantile of their per-slice map maxima
     batch_size: int = 8
     panel_images: int = 4
     seed: int = 0
@@ -345,12 +350,6 @@ class LocalizeConfig:
             require(name in ("stpm", "rd4ad"), "localize.compare", name, "stpm or rd4ad")
         require(self.max_images >= 0, "localize.max_images", self.max_images, ">= 0 (0 = all)")
         require(self.reference_images >= 0, "localize.reference_images", self.reference_images, ">= 0")
-        require(
-            0 <= self.reference_quantile <= 1,
-            "localize.reference_quantile",
-            self.reference_quantile,
-            "in [0, 1]",
-        )
         require(self.batch_size >= 1, "localize.batch_size", self.batch_size, ">= 1")
 
 

@@ -1,5 +1,6 @@
 """What the review app draws: slices in the study's own units, window/level presets, heat-map overlays
 and the outline of the flagged region. Pure NumPy/SciPy; the app only renders the arrays returned here.
+Heat maps are scaled by the one rule (`kdmed.rules.heat_scale`, through `StudyResult.heat_scale`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import numpy as np
 from scipy import ndimage
 
 from kdmed.data.transforms import crop_padded, foreground_mask, resize_map, take_slice
-from kdmed.localize.postprocess import study_scale
 
 CT_PRESETS = {"brain (CT, W80 L40)": (40.0, 80.0), "CT soft tissue (W400 L40)": (40.0, 400.0)}
 
@@ -29,32 +29,42 @@ class Window:
         return self.center + self.width / 2
 
 
-def study_slices(study, result) -> list[np.ndarray]:
-    """The study's own pixels for every scored position, aligned with `result.maps`: volumes cut with the
-    crop box the model's views were cut with (radiological view), 2D images whole. Values keep the study's
-    units (HU for CT)."""
+def display_slice(study, result, i: int) -> np.ndarray:
+    """The study's own pixels at position `i` of `result`, aligned with `result.maps[i]`: a volume slice
+    cut with the crop box the model's views were cut with (radiological view), a 2D image whole. Values
+    keep the study's units (HU for CT). Cut on demand: only the slices shown are ever cut."""
     if result.geometry is None:
-        return [np.asarray(study.array, dtype=np.float32)]
+        return np.asarray(study.array, dtype=np.float32)
     volume = np.asarray(study.array, dtype=np.float32)[None]
-    axis, box = result.geometry.axis, result.geometry.crop_box
-    return [crop_padded(take_slice(volume, axis, int(i)), box)[0] for i in result.slice_indices]
+    geometry = result.geometry
+    return crop_padded(take_slice(volume, geometry.axis, int(result.slice_indices[i])), geometry.crop_box)[0]
 
 
-def maps_for_display(result, slices: list[np.ndarray]) -> list[np.ndarray]:
-    """Each map at its display slice's height and width (2D images are shown at full resolution)."""
-    return [
-        m if m.shape == s.shape[:2] else resize_map(m, tuple(s.shape[:2]))
-        for m, s in zip(result.maps, slices, strict=True)
-    ]
+def display_map(result, i: int, shape: tuple[int, int]) -> np.ndarray:
+    """`result.maps[i]` divided by the study's one heat scale (`kdmed.rules.heat_scale`), at `shape`
+    (2D images are shown at full resolution)."""
+    return fit_map(result.maps[i] / result.heat_scale, shape)
 
 
-def window_presets(study) -> dict[str, Window]:
+def fit_map(heat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A map at the displayed slice's height and width."""
+    return heat if heat.shape == tuple(shape) else resize_map(heat, tuple(shape))
+
+
+def window_presets(study, foreground: np.ndarray | None = None) -> dict[str, Window]:
     """Named windows for this study: auto (1st-99th percentile of the foreground), brain (CT: W80 L40;
     otherwise the 0.5-99.5 percentile range the model's preprocessing uses), CT soft tissue (CT only), and
-    the window stored in the DICOM file when there is one."""
+    the window stored in the DICOM file when there is one. `foreground`: the volume's mask as scoring
+    computed it (`StudyResult.foreground`), so it is not computed twice."""
     values = np.asarray(study.array, dtype=np.float32)
     grey = values.mean(axis=-1) if values.ndim == 3 and not study.is_volume else values
-    foreground = grey[foreground_mask(grey)] if grey.ndim == 3 else grey.ravel()
+    if grey.ndim == 3:
+        mask = (
+            foreground if foreground is not None and foreground.shape == grey.shape else foreground_mask(grey)
+        )
+        foreground = grey[mask]
+    else:
+        foreground = grey.ravel()
     if foreground.size == 0:
         foreground = grey.ravel()
     presets = {"auto": _percentile_window(foreground, 1.0, 99.0)}
@@ -79,21 +89,6 @@ def _percentile_window(values: np.ndarray, low: float, high: float) -> Window:
 def apply_window(image: np.ndarray, window: Window) -> np.ndarray:
     """Study-unit pixels -> [0, 1] display values: linear inside the window, clipped outside."""
     return np.clip((np.asarray(image, dtype=np.float32) - window.low) / max(window.width, 1e-6), 0.0, 1.0)
-
-
-def heat_scale(maps: list[np.ndarray], floor: float = 0.0) -> float:
-    """One scale for the whole study (never per slice, so a clean slice stays dark): its largest map
-    value, but at least `floor`, the level normal slices reach (`map_floor`)."""
-    return study_scale(maps, floor) or 1.0
-
-
-def map_floor(checkpoint) -> float:
-    """The map level of a normal slice, from the checkpoint: STPM's and RD4AD's score is the maximum of
-    their map, so the calibrated threshold is exactly the map peak that normal slices stay under. MKD's
-    score is not a map value; its maps get no floor (the study's own peak scales them)."""
-    if checkpoint.metadata.get("method") in ("stpm", "rd4ad"):
-        return float(checkpoint.threshold)
-    return 0.0
 
 
 def to_rgb(display01: np.ndarray) -> np.ndarray:

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from kdmed import atomic
+from kdmed import atomic, rules
 from kdmed.calibration import normalized_score
 from kdmed.checkpoint import load_checkpoint
 from kdmed.config import Params
+from kdmed.contract import StudyAggregation
 from kdmed.data.slices import SliceSet, load_split
 from kdmed.inference import predict_images
 from kdmed.metrics import (
@@ -90,14 +91,14 @@ def image_metrics(labels: np.ndarray, scores: np.ndarray, patients: np.ndarray, 
     return {**summarize(labels, scores, specificity=specificity), "intervals": reason}
 
 
-def study_scores(patients: np.ndarray, labels: np.ndarray, scores: np.ndarray, how: str, top_k: int):
-    """Per-patient (study) score: max or mean of the top-k slice scores; a study is anomalous if any slice is."""
+def study_scores(patients: np.ndarray, labels: np.ndarray, scores: np.ndarray, aggregation: StudyAggregation):
+    """Per-patient (study) score by the checkpoint's aggregation (`kdmed.rules.aggregate_study`, the one
+    serving uses); a study is anomalous if any slice is."""
     names = sorted(set(patients.tolist()))
     out_scores, out_labels = [], []
     for name in names:
         member = patients == name
-        values = np.sort(scores[member])[::-1]
-        out_scores.append(values[0] if how == "max" else values[:top_k].mean())
+        out_scores.append(rules.aggregate_study(scores[member], aggregation))
         out_labels.append(int(labels[member].max()))
     return names, np.array(out_labels), np.array(out_scores)
 
@@ -137,12 +138,13 @@ def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
         checkpoint.detector, test.images, batch_size, amp_dtype(device, params.common.amp)
     )
     seconds = time.perf_counter() - started
-    flagged = result.scores > threshold
+    flagged = rules.flag(result.scores, threshold)
+    serving = checkpoint.serving
     normal, anomalous = test.labels == 0, test.labels == 1
     metrics = {
         "dataset": dataset,
         "method": method,
-        "backbone": checkpoint.metadata["architecture"]["backbone"],
+        "backbone": checkpoint.header.card.backbone,
         "test_images": int(len(test)),
         "test_normal": int(normal.sum()),
         "test_anomalous": int(anomalous.sum()),
@@ -150,22 +152,21 @@ def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
         **pixel_metrics(test, result.maps),
         "aupro_variant": "MVTec: regions over the whole test set, FPR over all negative pixels, divided by 0.3",
         "threshold": threshold,
-        "threshold_rule": checkpoint.metadata["calibration"]["rule"],
+        "threshold_rule": serving.calibration.rule,
+        "map_floor": serving.calibration.map_floor,
         "test_sensitivity": float(flagged[anomalous].mean()),
         "test_specificity": float((~flagged[normal]).mean()),
         "seconds_per_image": seconds / max(len(test), 1),
     }
-    if checkpoint.metadata["kind"] == "volume":
+    if serving.kind == "volume":
         _, study_labels, study_values = study_scores(
-            test.patients,
-            test.labels,
-            result.scores,
-            params.evaluate.study_aggregation,
-            params.evaluate.top_k,
+            test.patients, test.labels, result.scores, serving.aggregation
         )
         both = 0 < study_labels.sum() < study_labels.size
         metrics["study_auroc"] = image_auroc(study_labels, study_values) if both else None
         metrics["studies"] = int(study_labels.size)
+        metrics["study_aggregation"] = f"{serving.aggregation.how} (top_k {serving.aggregation.top_k})"
+        metrics["slice_policy"] = serving.slice_policy.describe()
     out_dir = Path(params.evaluate.out_dir) / dataset / method
     atomic.write_json(out_dir / "metrics.json", rounded(metrics))
     atomic.write_csv(out_dir / "roc.csv", roc_points(test.labels, result.scores))
@@ -187,7 +188,7 @@ def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
                 test.patients,
                 test.labels,
                 result.scores,
-                normalized_score(result.scores, checkpoint.metadata["calibration"]),
+                normalized_score(result.scores, serving.calibration),
                 flagged,
                 strict=False,
             )
@@ -199,7 +200,7 @@ def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
         out_dir / "panel.png",
         test,
         result,
-        threshold,
+        serving.calibration,
         params.evaluate.panel_images,
         title=f"{dataset} / {method}: highest-scoring test images",
     )

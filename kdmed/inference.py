@@ -7,9 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from kdmed import rules
+from kdmed.contract import SCORED, ServingContract
 from kdmed.data.transforms import to_model_input
 from kdmed.models.base import Detector
-from kdmed.runtime import autocast
+from kdmed.runtime import amp_dtype, autocast
 
 
 @dataclass(frozen=True)
@@ -82,118 +84,134 @@ class ViewGeometry:
 
 @dataclass(frozen=True)
 class StudyResult:
-    """Per-slice (or per-image) scores of one study, with display views and maps at view resolution."""
+    """Per-slice (or per-image) scores of one study, with display views and maps at view resolution.
+
+    Slices the checkpoint's slice policy does not admit are not scored: their score is NaN, their
+    `status` says why (`kdmed.contract`: outside the trained range, too little tissue) and they are never
+    flagged. `inputs` holds the exact uint8 model input of every scored slice (what an explanation must
+    attribute), `input_of[i]` its row for slice i (-1 when not scored)."""
 
     names: list[str]
-    scores: np.ndarray  # (N,) raw scores; NaN for slices without enough tissue to score
+    scores: np.ndarray  # (N,) raw scores; NaN for slices not scored
     normalized: np.ndarray  # (N,) 0.5 = threshold
-    flagged: np.ndarray  # (N,) bool, at the calibrated threshold
+    status: list[str]  # (N,) kdmed.contract.SCORED / OUTSIDE_RANGE / LITTLE_TISSUE
     views: list[np.ndarray]  # (C, h, w) [0, 1] display images (cropped slice views or the image)
-    maps: list[np.ndarray]  # (h, w) anomaly maps at the view's resolution
-    threshold: float
+    maps: list[np.ndarray]  # (h, w) anomaly maps at the view's resolution (zeros when not scored)
+    inputs: np.ndarray  # (n_scored, C, S, S) uint8 model inputs
+    input_of: np.ndarray  # (N,) int: row of `inputs`, -1 when not scored
+    serving: ServingContract
     study_score: float
-    study_flagged: bool
     slice_indices: list[int]
     geometry: ViewGeometry | None = None  # volumes only
+    foreground: np.ndarray | None = None  # volumes: the (X, Y, Z) foreground mask preprocessing used
+
+    @property
+    def threshold(self) -> float:
+        return self.serving.calibration.threshold
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """(N,) bool at the calibrated threshold."""
+        return self.flags_at(self.threshold)
+
+    @property
+    def study_flagged(self) -> bool:
+        return self.study_flagged_at(self.threshold)
+
+    @property
+    def heat_scale(self) -> float:
+        """The one divisor of this study's maps (`kdmed.rules.heat_scale`, floored at the normal level)."""
+        return rules.heat_scale(self.maps, self.serving.calibration.map_floor)
 
     def flags_at(self, threshold: float) -> np.ndarray:
-        """(N,) bool: slices above `threshold`; NaN scores (too little tissue) are never flagged."""
-        return _above(self.scores, threshold)
+        """(N,) bool: slices above `threshold` (`kdmed.rules.flag`); unscored slices are never flagged."""
+        return rules.flag(self.scores, threshold)
 
     def study_flagged_at(self, threshold: float) -> bool:
-        return bool(np.isfinite(self.study_score) and self.study_score > threshold)
+        return bool(rules.flag([self.study_score], threshold)[0])
 
     def flagged_order(self, threshold: float | None = None) -> list[int]:
         """Indices of the slices above `threshold` (default: the calibrated one), most suspicious first."""
         index = np.flatnonzero(self.flags_at(self.threshold if threshold is None else threshold))
         return index[np.argsort(-self.scores[index], kind="stable")].tolist()
 
+    def count(self, status: str) -> int:
+        return sum(s == status for s in self.status)
 
-def _above(scores: np.ndarray, threshold: float) -> np.ndarray:
-    return np.nan_to_num(scores, nan=-np.inf) > threshold
 
-
-def study_items(checkpoint, study) -> tuple[list[dict], ViewGeometry | None]:
-    """Run the checkpoint's own preprocessing (the training transforms) on a loaded study: the items and,
-    for a volume, where its views sit."""
-    from kdmed.data.preprocess import slice_rules
-    from kdmed.data.transforms import build_image_transform, build_volume_transform
+def study_items(
+    serving: ServingContract, model_name: str, study
+) -> tuple[list[dict], ViewGeometry | None, np.ndarray | None]:
+    """Run the checkpoint's own preprocessing (the training transforms) on a loaded study: the items,
+    for a volume where its views sit, and its foreground mask."""
+    from kdmed.data.transforms import ExtractSlicesd, build_image_transform, volume_steps
     from kdmed.errors import StudyReadError
 
-    meta = checkpoint.metadata
-    size = int(meta["image_size"])
-    if meta["kind"] == "volume":
+    size = serving.preprocessing.image_size
+    if serving.kind == "volume":
         if not study.is_volume:
             raise StudyReadError(
-                f"model '{meta['dataset']}/{meta['method']}' scores 3D volumes, but this study "
-                f"is a 2D image of shape {study.array.shape}; upload a NIfTI or DICOM series."
+                f"model '{model_name}' scores 3D volumes, but this study is a 2D image of shape "
+                f"{study.array.shape}; upload a NIfTI or DICOM series."
             )
-        from kdmed.config import DatasetConfig, PreprocessConfig
-        from kdmed.config_schema import build
-
-        preprocess = build(PreprocessConfig, meta["preprocess"], "preprocess")
-        rules = slice_rules(build(DatasetConfig, meta["dataset_config"], "dataset"))
-        items = build_volume_transform(preprocess, rules, size, keep_all=True)({"image": study})
-        first = items[0]
-        return items, ViewGeometry(rules.axis, tuple(first["crop_box"]), tuple(first["view_shape"]))
+        policy = serving.slice_policy
+        volume = volume_steps(serving.preprocessing, policy)({"image": study})
+        items = ExtractSlicesd(policy, size)(volume)
+        geometry = ViewGeometry(policy.axis, tuple(volume["crop_box"]), tuple(volume["view_shape"]))
+        return items, geometry, volume["foreground"]
     if study.is_volume:
         raise StudyReadError(
-            f"model '{meta['dataset']}/{meta['method']}' scores 2D images, but this study is a "
-            f"volume of shape {study.array.shape}; upload a 2D image (png, jpg, bmp, tif)."
+            f"model '{model_name}' scores 2D images, but this study is a volume of shape "
+            f"{study.array.shape}; upload a 2D image (png, jpg, bmp, tif)."
         )
     item = build_image_transform(size)({"image": study})
-    item.update(slice=0, scoreable=True, view=item["image"])
-    return [item], None
+    item.update(slice=0, status=SCORED, view=item["image"])
+    return [item], None, None
 
 
-def score_study(
-    checkpoint, study, batch_size: int = 16, aggregation: str = "max", top_k: int = 3, progress=None
-) -> StudyResult:
-    """Score every slice of a study (or the image) with a loaded checkpoint; the app and `kdmed score` call
-    this. Slices with too little tissue are not scored (NaN) and never flagged."""
+def score_study(checkpoint, study, batch_size: int = 16, progress=None) -> StudyResult:
+    """Score a study (or an image) with a loaded checkpoint exactly as the evaluate stage scored its test
+    split: the checkpoint's preprocessing and slice policy, uint8 model inputs, its threshold, tie rule
+    and study aggregation. The app, `kdmed score` and review call this."""
     from kdmed.calibration import normalized_score
-    from kdmed.data.transforms import resize_map
+    from kdmed.data.transforms import match_channels, resize_map, to_uint8
 
-    items, geometry = study_items(checkpoint, study)
-    channels = int(checkpoint.metadata["channels"])
-    scoreable = [i for i, item in enumerate(items) if item["scoreable"]]
-    images = (
-        np.stack([_match_channels(items[i]["image"], channels) for i in scoreable]) if scoreable else None
+    serving = checkpoint.serving
+    items, geometry, foreground = study_items(serving, checkpoint.header.card.name, study)
+    channels = serving.preprocessing.channels
+    scored = [i for i, item in enumerate(items) if item["status"] == SCORED]
+    inputs = np.zeros(
+        (0, channels, serving.preprocessing.image_size, serving.preprocessing.image_size), np.uint8
     )
+    if scored:
+        inputs = np.stack([to_uint8(match_channels(items[i]["image"], channels)) for i in scored])
     scores = np.full(len(items), np.nan)
+    input_of = np.full(len(items), -1)
     maps: list[np.ndarray] = [np.zeros(item["view"].shape[-2:], np.float32) for item in items]
-    if images is not None:
-        tensor = torch.from_numpy(np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8))
-        result = predict_images(checkpoint.detector, tensor, batch_size, progress=progress)
-        for j, i in enumerate(scoreable):
-            scores[i] = result.scores[j]
+    if scored:
+        device = next(checkpoint.detector.parameters()).device
+        amp = amp_dtype(device, checkpoint.header.training.amp != "off")  # the evaluate stage's precision
+        result = predict_images(
+            checkpoint.detector, torch.from_numpy(inputs), batch_size, amp, progress=progress
+        )
+        for j, i in enumerate(scored):
+            scores[i], input_of[i] = result.scores[j], j
             maps[i] = resize_map(result.maps[j], tuple(items[i]["view"].shape[-2:]))
-    threshold = checkpoint.threshold
-    calibration = checkpoint.metadata["calibration"]
-    ranked = np.sort(scores[np.isfinite(scores)])[::-1]
-    if ranked.size == 0:
-        study_score = float("nan")
-    else:
-        study_score = float(ranked[0] if aggregation == "max" else ranked[:top_k].mean())
-    volume = checkpoint.metadata["kind"] == "volume"
+    volume = serving.kind == "volume"
     return StudyResult(
         names=[f"slice {item['slice']}" if volume else "image" for item in items],
         scores=scores,
-        normalized=np.where(np.isnan(scores), np.nan, normalized_score(np.nan_to_num(scores), calibration)),
-        flagged=_above(scores, threshold),
+        normalized=np.where(
+            np.isnan(scores), np.nan, normalized_score(np.nan_to_num(scores), serving.calibration)
+        ),
+        status=[item["status"] for item in items],
         views=[item["view"] for item in items],
         maps=maps,
-        threshold=threshold,
-        study_score=study_score,
-        study_flagged=bool(np.isfinite(study_score) and study_score > threshold),
+        inputs=inputs,
+        input_of=input_of,
+        serving=serving,
+        study_score=rules.aggregate_study(scores, serving.aggregation),
         slice_indices=[int(item["slice"]) for item in items],
         geometry=geometry,
+        foreground=foreground,
     )
-
-
-def _match_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    if image.shape[0] == channels:
-        return image
-    if image.shape[0] == 1 and channels == 3:
-        return np.repeat(image, 3, axis=0)
-    return image.mean(axis=0, keepdims=True)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from kdmed.contract import SCORED, CheckpointHeader
 from kdmed.inference import StudyResult
 
 MAX_PDF_SLICES = 6
@@ -23,21 +24,22 @@ MAX_PDF_SLICES = 6
 class ReviewContext:
     """What the record says besides the scores: model, study description, operating point."""
 
-    model: dict  # checkpoint metadata: method, dataset, architecture.backbone, training.trained_at
+    model: CheckpointHeader
     model_file: str
     study: dict  # StudyMetadata.to_dict(include_phi=...) plus shape / spacing
     operating_threshold: float  # the threshold the reader used (the calibrated one unless moved)
 
 
 def scores_csv(result: StudyResult, context: ReviewContext) -> bytes:
-    """One row per slice: index, name, raw score, normalised score (0.5 = calibrated threshold), flagged at
-    the operating threshold, and the two thresholds."""
+    """One row per slice: index, name, status (scored, or why not), raw score, normalised score (0.5 =
+    calibrated threshold), flagged at the operating threshold, and the two thresholds."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
         [
             "slice",
             "name",
+            "status",
             "score",
             "normalized_score",
             "flagged",
@@ -52,6 +54,7 @@ def scores_csv(result: StudyResult, context: ReviewContext) -> bytes:
             [
                 result.slice_indices[i],
                 name,
+                result.status[i],
                 "" if np.isnan(score) else f"{score:.6g}",
                 "" if np.isnan(result.normalized[i]) else f"{result.normalized[i]:.4f}",
                 int(flagged[i]),
@@ -64,9 +67,8 @@ def scores_csv(result: StudyResult, context: ReviewContext) -> bytes:
 
 def _record_lines(result: StudyResult, context: ReviewContext, flagged: np.ndarray) -> list[str]:
     study_flagged = result.study_flagged_at(context.operating_threshold)
-    calibration = context.model.get("calibration", {})
-    backbone = context.model.get("architecture", {}).get("backbone", "?")
-    trained = str(context.model.get("training", {}).get("trained_at", "?"))[:10]
+    card, serving = context.model.card, context.model.serving
+    calibration = serving.calibration
     study = context.study
     described = ", ".join(
         f"{key.replace('_', ' ')} {study[key]}"
@@ -74,16 +76,28 @@ def _record_lines(result: StudyResult, context: ReviewContext, flagged: np.ndarr
         if study.get(key) not in (None, "", [])
     )
     lines = [
-        f"Study {'FLAGGED for review' if study_flagged else 'not flagged'}",
-        f"Study score {result.study_score:.4g}; {int(flagged.sum())} of {len(result.scores)} slices flagged.",
+        "Study not scored: no slice inside what the model was trained on"
+        if result.count(SCORED) == 0
+        else f"Study {'FLAGGED for review' if study_flagged else 'not flagged'}",
+        f"Study score {result.study_score:.4g} ({serving.aggregation.how} of the slice scores); "
+        f"{int(flagged.sum())} of {len(result.scores)} slices flagged{_unscored(result)}.",
         f"Operating threshold {context.operating_threshold:.4g} (calibrated {result.threshold:.4g}, "
-        f"{calibration.get('rule', '?')} rule, target specificity {calibration.get('target_specificity', '?')}).",
-        f"Model: {context.model.get('method', '?')} / {backbone}, trained on '{context.model.get('dataset', '?')}' "
-        f"on {trained}; file {context.model_file}.",
+        f"{calibration.rule} rule, target specificity {calibration.target_specificity}).",
+        f"Model: {card.method} / {card.backbone}, trained on '{card.dataset}' "
+        f"on {card.trained_at[:10]}; file {context.model_file}.",
         f"Study: {described}.",
     ]
     lines += [f"{key}: {value}" for key, value in sorted(study.get("phi", {}).items())]
     return lines
+
+
+def _unscored(result: StudyResult) -> str:
+    """ ", 12 outside the trained range, 3 with too little tissue (not scored)" or ""."""
+    from kdmed.contract import LITTLE_TISSUE, OUTSIDE_RANGE
+
+    parts = [f"{result.count(s)} {s.removeprefix('too ')}" if s == LITTLE_TISSUE else f"{result.count(s)} {s}"
+             for s in (OUTSIDE_RANGE, LITTLE_TISSUE) if result.count(s)]  # fmt: skip
+    return f", {' and '.join(parts)} (not scored)" if parts else ""
 
 
 def record_figure(result: StudyResult, context: ReviewContext, overlays: dict[int, np.ndarray]):

@@ -1,10 +1,12 @@
 """`kdmed score`: score a study (NIfTI, DICOM series, 2D image) or a folder of 2D images with a checkpoint.
 
 `score_source` returns one JSON-able report (NaN as None); with `out` it also writes the anomaly maps as
-NPZ on the input's own voxel grid and overlay PNGs, all atomically. Reading goes through `kdmed.io` and
-scoring only through `kdmed.inference.score_study` (the app's code path); this module only undoes the
-preprocessing geometry: square foreground crop, radiological view, slice axis and RAS reorientation for
-volumes, the resize for 2D images.
+NPZ on the input's own voxel grid and overlay PNGs, all atomically. Reading goes through `kdmed.io` (once:
+the `Study` carries its input grid and the series found) and scoring only through
+`kdmed.inference.score_study` (the app's code path, the evaluate stage's rules); this module only undoes
+the preprocessing geometry: square foreground crop, radiological view, slice axis and RAS reorientation
+for volumes, the resize for 2D images. Slices outside the model's slice policy are listed with their
+status and no score. Overlays are scaled by the one rule (`kdmed.rules.heat_scale`).
 """
 
 from __future__ import annotations
@@ -13,28 +15,26 @@ import contextlib
 import io
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import nibabel as nib
 import numpy as np
-from nibabel import orientations
 
 from kdmed import atomic
 from kdmed.checkpoint import Checkpoint, load_checkpoint
+from kdmed.contract import LITTLE_TISSUE, OUTSIDE_RANGE, SCORED, CheckpointHeader
 from kdmed.data.transforms import from_view, resize_map, to_unit_range
 from kdmed.errors import KdmedError, StudyReadError
 from kdmed.inference import StudyResult, score_study
 from kdmed.io import Study, load_study
+from kdmed.io.grid import InputGrid
 from kdmed.io.limits import ReadLimits
-from kdmed.io.sniff import DICOM_KINDS, IMAGE_KINDS, NIFTI_KINDS, Kind
+from kdmed.io.sniff import DICOM_KINDS, IMAGE_KINDS, NIFTI_KINDS
 from kdmed.io.sources import Item, collect
 
 log = logging.getLogger(__name__)
 
 OVERLAYS_WHEN_NONE_FLAGGED = 5
-_RAS = np.array([[0, 1], [1, 1], [2, 1]])
 
 
 def score_source(
@@ -54,98 +54,35 @@ def score_source(
     study = load_study(source, series_uid=series_uid) if images is None else None
     if out is not None:
         _make_folder(out)
-    report: dict[str, Any] = {"source": _label(source), "model": model_info(model, checkpoint.metadata)}
+    report: dict[str, Any] = {"source": _label(source), "model": model_info(model, checkpoint.header)}
     report["threshold"] = checkpoint.threshold
     if study is None:
         return report | _score_images(checkpoint, images, source, out, batch_size)
     result = score_study(checkpoint, study, batch_size=batch_size)
     if study.is_volume:
-        return report | _score_volume(checkpoint, study, result, source, series_uid, out)
+        return report | _score_volume(checkpoint, study, result, out)
     return report | _score_image(study, result, Path(_label(source)).name, out)
 
 
-def model_info(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
-    return {
+def model_info(path: str | Path, header: CheckpointHeader) -> dict[str, Any]:
+    serving = header.serving
+    info = {
         "path": str(path),
-        "method": meta["method"],
-        "backbone": meta.get("architecture", {}).get("backbone"),
-        "dataset": meta.get("dataset"),
-        "kind": meta.get("kind"),
-        "image_size": meta.get("image_size"),
-        "trained_at": meta.get("training", {}).get("trained_at"),
-        "threshold_rule": meta.get("calibration", {}).get("rule"),
+        "method": header.card.method,
+        "backbone": header.card.backbone,
+        "dataset": header.card.dataset,
+        "kind": serving.kind,
+        "image_size": serving.preprocessing.image_size,
+        "trained_at": header.card.trained_at,
+        "threshold_rule": serving.calibration.rule,
+        "study_aggregation": serving.aggregation.how,
     }
+    if serving.slice_policy is not None:
+        info["slice_policy"] = serving.slice_policy.describe()
+    return info
 
 
 # ------------------------------------------------------------------------------------------- volumes
-
-
-@dataclass(frozen=True)
-class InputGrid:
-    """The input's own voxel array (a NIfTI's spatial data shape; for DICOM the series' column, row and
-    slice in position order, as `kdmed.io` stacks it) and how the canonical RAS study maps onto it."""
-
-    shape: tuple[int, ...]
-    affine: np.ndarray  # input voxel -> RAS mm
-    to_input: np.ndarray  # nibabel orientation: canonical array -> input array
-    instance_numbers: list[int] | None = None  # DICOM: InstanceNumber of each input slice (axis 2)
-
-    def array(self, canonical: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(orientations.apply_orientation(canonical, self.to_input)).reshape(
-            self.shape
-        )
-
-    def index(self, axis: int, k: int, n: int) -> tuple[int, int]:
-        """(input axis, input index) of canonical slice `k` of `n` along canonical `axis`."""
-        target, flip = self.to_input[axis]
-        return int(target), k if flip > 0 else n - 1 - k
-
-
-def input_grid(source: Any, study: Study, series_uid: str | None) -> tuple[InputGrid, list[dict] | None]:
-    """Recover the input's voxel order from its header (Study keeps only the canonical affine), checked
-    against the loaded study; DICOM also lists every series found."""
-    items = collect(source, ReadLimits())
-    infos = None
-    if study.metadata.source_kind == "nifti":
-        shape, affine = _nifti_header(next(i for i in items if i.kind in NIFTI_KINDS))
-        numbers = None
-    else:
-        from kdmed.io.dicom_series import choose, scan, series_info
-        from kdmed.io.dicom_volume import plan_volume
-
-        series, _ = scan([i for i in items if i.kind in DICOM_KINDS], _label(source))
-        chosen, _ = choose(series, series_uid, _label(source))
-        plan = plan_volume(chosen, study.metadata.volume_index, _label(source))
-        shape, affine = plan.raw_shape, plan.affine
-        numbers = [int(frame.file.instance) for frame in plan.frames]
-        infos = [
-            s.to_dict()
-            for s in sorted(map(series_info, series), key=lambda i: (i.number is None, i.number or 0))
-        ]
-    ornt = orientations.io_orientation(affine)
-    grid = InputGrid(tuple(shape), affine, orientations.ornt_transform(_RAS, ornt), numbers)
-    reoriented = [0, 0, 0]
-    for axis, (target, _) in enumerate(grid.to_input):
-        reoriented[int(target)] = study.array.shape[axis]
-    if tuple(reoriented) != tuple(shape) + (1,) * (3 - len(shape)):  # a 2D NIfTI is read as (X, Y, 1)
-        raise StudyReadError(
-            f"{_label(source)}: the header's grid {tuple(shape)} does not match the volume read "
-            f"{study.array.shape}; the file changed while it was read, score it again"
-        )
-    return grid, infos
-
-
-def _nifti_header(item: Item) -> tuple[tuple[int, ...], np.ndarray]:
-    klass = nib.Nifti2Image if item.kind is Kind.NIFTI2 else nib.Nifti1Image
-    with contextlib.ExitStack() as stack:
-        stream: Any = item.stream()
-        if isinstance(stream, str):
-            stream = stack.enter_context(open(stream, "rb"))
-        header = klass.from_stream(stream)
-        shape = tuple(int(s) for s in header.shape)
-        affine = np.asarray(header.affine, dtype=np.float64)
-    spatial = shape[:3] if len(shape) >= 3 else shape
-    return spatial, affine
 
 
 def volume_maps(result: StudyResult, study: Study, grid: InputGrid) -> np.ndarray:
@@ -173,8 +110,8 @@ def uncrop(view_map: np.ndarray, box: tuple[int, int, int, int], view_shape: tup
     return out
 
 
-def _score_volume(checkpoint, study, result, source, series_uid, out) -> dict[str, Any]:
-    grid, infos = input_grid(source, study, series_uid)
+def _score_volume(checkpoint, study, result, out) -> dict[str, Any]:
+    grid = study.grid
     axis = result.geometry.axis
     n = study.array.shape[axis]
     input_axis = grid.index(axis, 0, n)[0]
@@ -190,7 +127,7 @@ def _score_volume(checkpoint, study, result, source, series_uid, out) -> dict[st
         "input": {
             "source_kind": meta.source_kind,
             "shape": list(grid.shape),
-            "orientation": "".join(orientations.aff2axcodes(grid.affine)),
+            "orientation": grid.orientation,
             "slice_axis": input_axis,
             "n_volumes": meta.n_volumes,
             "volume_index": meta.volume_index,
@@ -200,7 +137,9 @@ def _score_volume(checkpoint, study, result, source, series_uid, out) -> dict[st
         "study_normalized": _num(_normalized(checkpoint, result.study_score)),
         "study_flagged": result.study_flagged,
         "n_slices": len(slices),
-        "n_scored": int(np.isfinite(result.scores).sum()),
+        "n_scored": result.count(SCORED),
+        "n_outside_trained_range": result.count(OUTSIDE_RANGE),
+        "n_too_little_tissue": result.count(LITTLE_TISSUE),
         "n_flagged": int(result.flagged.sum()),
         "slices": slices,
     }
@@ -211,7 +150,7 @@ def _score_volume(checkpoint, study, result, source, series_uid, out) -> dict[st
             "description": meta.series_description,
             "modality": meta.modality,
         }
-        report["input"]["available_series"] = infos
+        report["input"]["available_series"] = [info.to_dict() for info in study.series]
     if out is not None:
         maps = volume_maps(result, study, grid)
         scores = np.full(grid.shape[input_axis], np.nan)
@@ -219,7 +158,7 @@ def _score_volume(checkpoint, study, result, source, series_uid, out) -> dict[st
             scores[entry["input_index"]] = score
         write_npz(out / "maps.npz", maps=maps, affine=grid.affine, slice_axis=np.int64(input_axis),
                   slice_scores=scores, threshold=np.float64(result.threshold))  # fmt: skip
-        vmax = max((float(heat.max()) for heat in result.maps), default=0.0)
+        vmax = result.heat_scale
         overlays = []
         for i in _overlay_order(result.scores, result.flagged):
             path = out / "overlays" / f"slice_{result.slice_indices[i]:03d}.png"
@@ -270,7 +209,7 @@ def _image_entry(study, result, name, out, maps_name: str, overlay_name: str | N
     write_npz(out / maps_name, maps=heat, score=np.float64(result.scores[0]), threshold=result.threshold)
     entry["outputs"] = {"maps": str(out / maps_name)}
     if overlay_name is not None:
-        write_overlay(out / overlay_name, _display(study), heat, _title(result, 0, name), float(heat.max()))
+        write_overlay(out / overlay_name, _display(study), heat, _title(result, 0, name), result.heat_scale)
         entry["outputs"]["overlay"] = str(out / overlay_name)
     return entry
 
@@ -282,10 +221,9 @@ def image_map(result: StudyResult, study: Study) -> np.ndarray:
 
 def _score_images(checkpoint, images: list[Item], source, out: Path | None, batch_size: int) -> dict:
     """A folder (or list) of 2D images, one `score_study` call each; unreadable images are reported."""
-    if checkpoint.metadata["kind"] == "volume":
-        meta = checkpoint.metadata
+    if checkpoint.serving.kind == "volume":
         raise StudyReadError(
-            f"model '{meta['dataset']}/{meta['method']}' scores 3D volumes, but {_label(source)} holds 2D "
+            f"model '{checkpoint.header.card.name}' scores 3D volumes, but {_label(source)} holds 2D "
             "images; pass a NIfTI file or a DICOM series, or an image model"
         )
     root = Path(source) if isinstance(source, str | Path) else None
@@ -315,7 +253,7 @@ def _score_images(checkpoint, images: list[Item], source, out: Path | None, batc
             path = out / "overlays" / f"{stem}.png"
             heat = image_map(result, study)
             write_overlay(
-                path, _display(study), heat, _title(result, 0, entries[i]["name"]), float(heat.max())
+                path, _display(study), heat, _title(result, 0, entries[i]["name"]), result.heat_scale
             )
             entries[i]["outputs"]["overlay"] = str(path)
     return {
@@ -380,7 +318,7 @@ def write_overlay(path: Path, view: np.ndarray, heat: np.ndarray, title: str, vm
     figure, axis = plt.subplots(figsize=(4.2, 3.6))
     image = display_image(view)
     axis.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0.0, vmax=1.0)
-    layer = axis.imshow(heat, cmap="jet", alpha=0.45, vmin=0.0, vmax=vmax or 1.0)
+    layer = axis.imshow(heat, cmap="jet", alpha=0.45, vmin=0.0, vmax=vmax)
     figure.colorbar(layer, ax=axis, fraction=0.046, pad=0.04)
     axis.set_axis_off()
     axis.set_title(title, fontsize=8)
@@ -400,6 +338,8 @@ def _overlay_order(scores: np.ndarray, flagged: np.ndarray) -> list[int]:
 
 
 def _title(result: StudyResult, i: int, name: str | None = None) -> str:
+    if result.status[i] != SCORED:
+        return f"{name or result.names[i]}: not scored ({result.status[i]})"
     verdict = "FLAGGED" if result.flagged[i] else "not flagged"
     return f"{name or result.names[i]}: score {result.scores[i]:.4g} (threshold {result.threshold:.4g}), {verdict}"
 
@@ -409,6 +349,7 @@ def _scores(result: StudyResult, i: int) -> dict[str, Any]:
         "score": _num(result.scores[i]),
         "normalized": _num(result.normalized[i]),
         "flagged": bool(result.flagged[i]),
+        "status": result.status[i],
     }
 
 
@@ -418,7 +359,7 @@ def _normalized(checkpoint: Checkpoint, score: float) -> float:
     return (
         float("nan")
         if not math.isfinite(score)
-        else float(normalized_score(score, checkpoint.metadata["calibration"]))
+        else float(normalized_score(score, checkpoint.serving.calibration))
     )
 
 

@@ -29,6 +29,17 @@ from kdmed.calibration import calibrate
 from kdmed.checkpoint import save_checkpoint
 from kdmed.config import OptimizerConfig, Params
 from kdmed.config_schema import to_plain
+from kdmed.contract import (
+    Calibration,
+    CheckpointHeader,
+    ModelCard,
+    Preprocessing,
+    ServingContract,
+    StudyAggregation,
+    TrainingRecord,
+)
+from kdmed.data.adapters import adapter_reads_volumes
+from kdmed.data.preprocess import slice_policy
 from kdmed.data.slices import load_split, split_path
 from kdmed.data.transforms import to_model_input
 from kdmed.inference import predict_images, selection_value
@@ -288,53 +299,92 @@ def train_stage(params: Params, dataset: str, method: str) -> dict:
     )
     seconds = time.perf_counter() - started
     detector.load_state_dict({**detector.state_dict(), **state.best_state}, strict=True)
-    val_scores = predict_images(detector, val_set.images, batch_size, amp).scores
+    validation = predict_images(detector, val_set.images, batch_size, amp)
+    normal = val_set.labels == 0
     calibration = calibrate(
-        val_scores[val_set.labels == 0],
-        val_scores[val_set.labels == 1],
+        validation.scores[normal],
+        validation.scores[val_set.labels == 1],
         params.train.calibration_rule,
         params.train.target_specificity,
+        normal_maps=validation.maps[normal],
+        map_floor_quantile=params.train.map_floor_quantile,
     )
-    summary_file = Path(processed) / dataset / "summary.json"
-    data_summary = json.loads(summary_file.read_text())
-    metadata = {
-        "dataset": dataset,
-        "kind": "volume" if params.dataset(dataset).adapter == "brats" else "image",
-        "channels": data_summary["channels"],
-        "image_size": params.common.image_size,
-        "preprocess": to_plain(params.preprocess),
-        "dataset_config": to_plain(params.dataset(dataset)),
-        "method_config": to_plain(method_config),
-        "teacher_weights": detector.teacher.weights_source,
-        "calibration": calibration,
-        "training": {
-            "epochs": epochs,
-            "steps": epochs * max(1, train_images.shape[0] // batch_size),
-            "best_epoch": state.best_epoch,
-            "best_val_selection": state.best_value,
-            "train_images": int(train_images.shape[0]),
-            "seconds": seconds,
-            "device": str(device),
-            "amp": str(amp) if amp else "off",
-            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        },
-        "versions": {
-            "kdmed": kdmed.__version__,
-            "torch": torch.__version__,
-            "git": _git_revision(),
-            "train_data_sha256": _file_digest(split_path(processed, dataset, "train")),
-        },
-    }
-    save_checkpoint(checkpoint_path(params, dataset, method), detector, metadata)
+    data_summary = json.loads((Path(processed) / dataset / "summary.json").read_text())
+    header = checkpoint_header(
+        params,
+        dataset,
+        detector,
+        calibration,
+        channels=int(data_summary["channels"]),
+        training=TrainingRecord(
+            epochs=epochs,
+            steps=epochs * max(1, train_images.shape[0] // batch_size),
+            best_epoch=state.best_epoch,
+            best_val_selection=state.best_value,
+            train_images=int(train_images.shape[0]),
+            seconds=seconds,
+            device=str(device),
+            amp=str(amp) if amp else "off",
+        ),
+    )
+    save_checkpoint(checkpoint_path(params, dataset, method), detector, header)
     _write_history(train_log_path(params, dataset, method), state.history)
     if state_file is not None and state_file.exists():
         state_file.unlink()
     return {
         "checkpoint": str(checkpoint_path(params, dataset, method)),
         "best_epoch": state.best_epoch,
-        "threshold": calibration["threshold"],
+        "threshold": calibration.threshold,
         "seconds": round(seconds, 1),
     }
+
+
+def checkpoint_header(
+    params: Params,
+    dataset: str,
+    detector: Detector,
+    calibration: Calibration,
+    channels: int,
+    training: TrainingRecord,
+) -> CheckpointHeader:
+    """The typed header training writes: model card and the serving contract (preprocessing, slice
+    policy, calibration, study aggregation, kind), read back by every scoring path."""
+    config = params.dataset(dataset)
+    processed = params.preprocess.out_dir
+    kind = "volume" if adapter_reads_volumes(config.adapter) else "image"
+    serving = ServingContract(
+        kind=kind,
+        preprocessing=Preprocessing(
+            image_size=params.common.image_size,
+            channels=channels,
+            lower_percentile=params.preprocess.lower_percentile,
+            upper_percentile=params.preprocess.upper_percentile,
+            crop_foreground=params.preprocess.crop_foreground,
+            crop_margin=params.preprocess.crop_margin,
+        ),
+        calibration=calibration,
+        aggregation=StudyAggregation(params.train.study_aggregation, params.train.top_k),
+        slice_policy=slice_policy(config) if kind == "volume" else None,
+    )
+    card = ModelCard(
+        method=detector.method,
+        backbone=str(detector.architecture.get("backbone", "?")),
+        dataset=dataset,
+        teacher_weights=detector.teacher.weights_source,
+        trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        kdmed_version=kdmed.__version__,
+        torch_version=torch.__version__,
+        git_revision=_git_revision(),
+        train_data_sha256=_file_digest(split_path(processed, dataset, "train")),
+    )
+    return CheckpointHeader(
+        card=card,
+        serving=serving,
+        architecture=detector.architecture,
+        method_config=to_plain(params.method(detector.method, dataset)),
+        dataset_config=to_plain(config),
+        training=training,
+    )
 
 
 def _write_history(path: Path, history: list[dict]) -> None:

@@ -10,12 +10,18 @@ import numpy as np
 import torch
 
 from kdmed.checkpoint import save_checkpoint
-from kdmed.config import DatasetConfig, MkdConfig, PreprocessConfig, StpmConfig
-from kdmed.config_schema import to_plain
+from kdmed.config import MkdConfig, PreprocessConfig, StpmConfig
+from kdmed.contract import (
+    Calibration,
+    CheckpointHeader,
+    ModelCard,
+    Preprocessing,
+    ServingContract,
+    SlicePolicy,
+    StudyAggregation,
+)
 from kdmed.models.mkd import MKD
 from kdmed.models.stpm import STPM
-
-CALIBRATION = {"rule": "specificity", "target_specificity": 0.95, "validation_specificity": 0.95}
 
 
 def write_checkpoint(
@@ -26,6 +32,9 @@ def write_checkpoint(
     slice_axis: int = 2,
     method: str = "stpm",
     dataset: str = "demo",
+    map_floor: float = 0.0,
+    slice_range: tuple[int, int] | None = None,
+    min_foreground_pixels: int = 50,
 ) -> Path:
     """A random ResNet-18 STPM (or MKD) checkpoint for 64 px, one-channel volumes or 2D images."""
     torch.manual_seed(0)
@@ -33,28 +42,45 @@ def write_checkpoint(
         detector = MKD(MkdConfig(backbone="resnet18", weights="random"))
     else:
         detector = STPM(StpmConfig(backbone="resnet18", weights="random"))
-    config = DatasetConfig(
-        adapter="brats" if kind == "volume" else "bmad",
-        root=".",
-        slice_range=None,
-        min_foreground_pixels=50,
-        slice_axis=slice_axis,
+    first, last = slice_range if slice_range is not None else (0, None)
+    header = CheckpointHeader(
+        card=ModelCard(
+            method=method,
+            backbone="resnet18",
+            dataset=dataset,
+            teacher_weights="random",
+            trained_at="2026-11-22T00:00:00+00:00",
+        ),
+        serving=ServingContract(
+            kind=kind,
+            preprocessing=Preprocessing(image_size=64, channels=1, **_preprocess_fields()),
+            calibration=Calibration(
+                rule="specificity",
+                target_specificity=0.95,
+                threshold=threshold,
+                scale=scale,
+                map_floor=map_floor,
+                validation_specificity=0.95,
+            ),
+            aggregation=StudyAggregation(),
+            slice_policy=SlicePolicy(slice_axis, first, last, min_foreground_pixels)
+            if kind == "volume"
+            else None,
+        ),
+        architecture=detector.architecture,
     )
-    save_checkpoint(
-        path,
-        detector,
-        {
-            "dataset": dataset,
-            "kind": kind,
-            "channels": 1,
-            "image_size": 64,
-            "preprocess": to_plain(PreprocessConfig()),
-            "dataset_config": to_plain(config),
-            "calibration": {"threshold": threshold, "scale": scale, **CALIBRATION},
-            "training": {"trained_at": "2026-11-22T00:00:00+00:00"},
-        },
-    )
+    save_checkpoint(path, detector, header)
     return path
+
+
+def _preprocess_fields() -> dict:
+    config = PreprocessConfig()
+    return {
+        "lower_percentile": config.lower_percentile,
+        "upper_percentile": config.upper_percentile,
+        "crop_foreground": config.crop_foreground,
+        "crop_margin": config.crop_margin,
+    }
 
 
 def nifti_bytes(shape=(40, 40, 12)) -> bytes:
@@ -65,7 +91,9 @@ def nifti_bytes(shape=(40, 40, 12)) -> bytes:
     return nib.Nifti1Image(volume, np.diag([1.0, 1.0, 2.0, 1.0])).to_bytes()
 
 
-def model_at_median(models: Path, kind: str, study_source, method: str = "stpm") -> Path:
+def model_at_median(
+    models: Path, kind: str, study_source, method: str = "stpm", map_floor: float = 0.0
+) -> Path:
     """A checkpoint whose threshold is the median score of `study_source`, so about half its slices flag."""
     path = models / "demo" / method / "model.safetensors"
     write_checkpoint(path, kind, method=method)
@@ -76,6 +104,11 @@ def model_at_median(models: Path, kind: str, study_source, method: str = "stpm")
     result = score_study(load_checkpoint(path), load_study(study_source))
     scores = result.scores[np.isfinite(result.scores)]
     write_checkpoint(
-        path, kind, threshold=float(np.median(scores)), scale=float(np.std(scores)) or 1.0, method=method
+        path,
+        kind,
+        threshold=float(np.median(scores)),
+        scale=float(np.std(scores)) or 1.0,
+        method=method,
+        map_floor=map_floor,
     )
     return path

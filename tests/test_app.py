@@ -75,8 +75,8 @@ def test_nifti_review_flow_from_upload_to_both_reports(monkeypatch, tmp_path):
     assert any("calibrated threshold" in c.value for c in app.caption)
 
     rows = app.session_state["report_csv"].decode().strip().splitlines()
-    assert rows[0].startswith("slice,name,score,normalized_score,flagged")
-    assert len(rows) == 1 + 12 and sum(int(r.split(",")[4]) for r in rows[1:]) == flagged_count(app)
+    assert rows[0].startswith("slice,name,status,score,normalized_score,flagged")
+    assert len(rows) == 1 + 12 and sum(int(r.split(",")[5]) for r in rows[1:]) == flagged_count(app)
     assert not app.get("download_button") or len(app.get("download_button")) == 1  # CSV only until prepared
     app.button(key="prepare_pdf").click().run()
     assert len(app.get("download_button")) == 2
@@ -200,7 +200,7 @@ def test_a_2d_image_model_scores_an_oct_like_image(monkeypatch, tmp_path):
     buffer = io.BytesIO()
     Image.fromarray((np.random.default_rng(1).random((50, 70)) * 255).astype(np.uint8)).save(buffer, "PNG")
     app = upload(start(monkeypatch, tmp_path), [("scan.png", buffer.getvalue())])
-    assert "of 1 slices flagged" in app.subheader[0].value and app.image
+    assert "of 1 images flagged" in app.subheader[0].value and app.image
 
 
 def test_mkd_slices_can_be_explained_with_captum_on_demand(monkeypatch, tmp_path):
@@ -212,9 +212,34 @@ def test_mkd_slices_can_be_explained_with_captum_on_demand(monkeypatch, tmp_path
     assert not app.exception, [e.value for e in app.exception]
     explanation = app.session_state["explanation"]
     assert explanation["slice"] == app.slider(key="slice").value
-    assert (
-        explanation["map"].shape
-        == app.session_state["scored"][next(iter(app.session_state["scored"]))]["maps"][
-            explanation["slice"]
-        ].shape
-    )
+    result = app.session_state["scored"][1]["result"]
+    assert explanation["map"].shape == result.maps[explanation["slice"]].shape
+    assert explanation["scaling"].startswith("slice peak (option")  # guided backprop has no stored level
+
+
+def test_the_study_is_read_once_and_kept_apart_from_the_model(monkeypatch, tmp_path):
+    """A rerun or a model switch re-reads neither the upload nor the checkpoint headers; a switch rescores
+    the study already in memory and drops an explanation made with the other model."""
+    import kdmed.checkpoint
+    import kdmed.io
+
+    write_checkpoint(tmp_path / "demo" / "stpm" / "model.safetensors", "volume")
+    write_checkpoint(tmp_path / "demo" / "mkd" / "model.safetensors", "volume", method="mkd")
+    reads, headers = [], []
+    real_load, real_header = kdmed.io.load_study, kdmed.checkpoint.read_header
+    monkeypatch.setattr(kdmed.io, "load_study", lambda *a, **k: reads.append(1) or real_load(*a, **k))
+    monkeypatch.setattr(kdmed.checkpoint, "read_header", lambda p: headers.append(p) or real_header(p))
+    app = upload(start(monkeypatch, tmp_path), [("study.nii", nifti_bytes())])
+    assert len(reads) == 1 and len(headers) == 3  # two listed once, the chosen one loaded once
+    app.slider(key="opacity").set_value(0.9).run()
+    assert len(reads) == 1 and len(headers) == 3
+    options = app.selectbox(key="model").options
+    assert "/ mkd " in options[app.selectbox(key="model").value]  # same training date: path order
+    app.button(key="explain").click().run()
+    assert app.session_state["explanation"] is not None
+    stpm = next(i for i, o in enumerate(options) if "/ stpm " in o)
+    app.selectbox(key="model").set_value(stpm).run()
+    assert not app.exception and len(reads) == 1 and len(headers) == 4  # the new model loaded once
+    assert "explanation" not in app.session_state
+    app.selectbox(key="model").set_value(1 - stpm).run()
+    assert not app.exception and len(reads) == 1 and len(headers) == 4  # cached: neither re-read

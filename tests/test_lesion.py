@@ -180,7 +180,7 @@ def test_attribution_mass_sits_on_the_injected_lesion(attribution, lesion_slices
     area = float(lesion.mean())
     share = with_lesion[:, lesion].sum(1) / with_lesion.sum((1, 2)) / area
     assert share.min() > 1.2 and share.mean() > 1.5, (attribution, share)
-    study = normalize_per_study(np.concatenate([without, with_lesion]), np.zeros(2 * len(clean)))
+    study = normalize_per_study(np.concatenate([without, with_lesion]), np.zeros(2 * len(clean)), 0.0)
     clean_pixels, lesion_pixels = study[: len(clean), lesion].ravel(), study[len(clean) :, lesion].ravel()
     labels = np.r_[np.zeros(clean_pixels.size), np.ones(lesion_pixels.size)]
     separation = roc_auc_score(labels, np.r_[clean_pixels, lesion_pixels])

@@ -114,12 +114,12 @@ def test_normalisation_is_per_study_so_a_clean_slice_stays_dark():
     maps[0, 2, 2] = 10.0  # study a: lesion slice
     maps[1] += 0.5  # study a: clean slice, faint everywhere
     maps[2] += 0.25  # study b: faint only
-    out = normalize_per_study(maps, np.array(["a", "a", "b", "c"]))
+    out = normalize_per_study(maps, np.array(["a", "a", "b", "c"]), 0.0)
     assert out[0].max() == 1.0 and out[1].max() == pytest.approx(0.05)
     assert out[2].max() == 1.0  # a study is scaled by its own peak
     assert not out[3].any()  # an all-zero study stays zero, no division by zero
     with pytest.raises(ValueError, match="one id per map"):
-        normalize_per_study(maps, np.array(["a"]))
+        normalize_per_study(maps, np.array(["a"]), 0.0)
 
 
 def test_the_floor_keeps_a_normal_study_as_dark_as_normal_slices_are():

@@ -105,20 +105,21 @@ def test_average_precision_by_hand():
 def test_f1_max_by_hand():
     # F1 = 2TP / (TP + FP + P): t=0.8 -> 2/3, t=0.4 -> 1/2, t=0.35 -> 4/5, t=0.1 -> 2/3.
     f1, threshold = f1_max([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
-    assert f1 == pytest.approx(0.8) and threshold == 0.35
+    assert f1 == pytest.approx(0.8) and threshold == np.nextafter(0.35, 0)  # flag iff score > threshold
 
 
 def test_f1_max_tie_returns_highest_threshold():
     # t=0.9 -> 2/3, t=0.8 -> 1/2, t=0.7 -> 2/5, t=0.6 -> 2/3: both 0.9 and 0.6 reach 2/3.
-    assert f1_max([1, 0, 0, 1], [0.9, 0.8, 0.7, 0.6]) == pytest.approx((2 / 3, 0.9))
+    f1, threshold = f1_max([1, 0, 0, 1], [0.9, 0.8, 0.7, 0.6])
+    assert f1 == pytest.approx(2 / 3) and threshold == np.nextafter(0.9, 0)
 
 
 def test_sensitivity_at_specificity_by_hand():
     labels = [0] * 5 + [1] * 4
     scores = [0.1, 0.2, 0.3, 0.4, 0.5] + [0.3, 0.45, 0.6, 0.9]
-    # 0.8 * 5 = 4 negatives must be below: threshold just above 0.4; positives >= it: 0.45, 0.6, 0.9 -> 3/4.
+    # 0.8 * 5 = 4 negatives at or below: threshold 0.4; positives above it: 0.45, 0.6, 0.9 -> 3/4.
     sens, thr = sensitivity_at_specificity(labels, scores, 0.8)
-    assert sens == 0.75 and 0.4 < thr < 0.45 and thr == np.nextafter(0.4, 1)
+    assert sens == 0.75 and thr == 0.4
     # ceil(0.7 * 5) = 4: same threshold.
     assert sensitivity_at_specificity(labels, scores, 0.7) == (sens, thr)
     # 3 below: threshold just above 0.3; the positive tied at 0.3 counts as normal -> 3/4.
@@ -132,7 +133,7 @@ def test_sensitivity_at_specificity_ties_and_float_noise():
     # achieved specificity is 3/4 (>= target), computed from the negatives only.
     neg = np.array([0.1, 0.2, 0.2, 0.4])
     sens, thr = sensitivity_at_specificity([0, 0, 0, 0, 1], [*neg, 0.3], 0.5)
-    assert np.mean(neg < thr) == 0.75 and sens == 1.0
+    assert np.mean(neg <= thr) == 0.75 and sens == 1.0
     # 0.95 * 20 must give 19 negatives below, not 20 (float product 19.000000000000004 would round up).
     scores = list(range(20)) + [18.5]
     assert sensitivity_at_specificity([0] * 20 + [1], scores, 0.95).sensitivity == 1.0
@@ -142,7 +143,7 @@ def test_threshold_depends_on_negatives_only():
     labels = [0, 0, 0, 0, 1, 1]
     a = sensitivity_at_specificity(labels, [1, 2, 3, 4, 0.5, 9], 0.75)
     b = sensitivity_at_specificity(labels, [1, 2, 3, 4, 3.5, 2.5], 0.75)
-    assert a.threshold == b.threshold == np.nextafter(3.0, np.inf)
+    assert a.threshold == b.threshold == 3.0
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -154,7 +155,7 @@ def test_image_metrics_agree_with_sklearn(seed):
     expected_ap = average_precision_score(labels, scores)
     assert average_precision(labels, scores) == pytest.approx(expected_ap, abs=1e-12)
     f1, threshold = f1_max(labels, scores)
-    predicted = scores >= threshold
+    predicted = scores > threshold
     tp = np.sum(predicted & (labels == 1))
     assert f1 == pytest.approx(2 * tp / (predicted.sum() + labels.sum()))
 

@@ -103,7 +103,7 @@ def test_dvc_pipeline_end_to_end(tmp_path):
 
     assert "Running stage" not in run(["dvc", "repro"], project), "a second dvc repro must be a no-op"
 
-    params["evaluate"]["top_k"] = 5
+    params["evaluate"]["panel_images"] = 5
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = run(["dvc", "status"], project)
     changed = {

@@ -14,27 +14,21 @@ from pypdf import PdfReader
 
 from kdmed.calibration import normalized_score
 from kdmed.checkpoint import load_checkpoint
-from kdmed.display import (
-    Window,
-    apply_window,
-    heat_scale,
-    map_floor,
-    maps_for_display,
-    outline,
-    overlay,
-    study_slices,
-    window_presets,
-)
+from kdmed.contract import Calibration
+from kdmed.display import Window, apply_window, display_map, display_slice, outline, overlay, window_presets
 from kdmed.errors import ConfigError
 from kdmed.inference import score_study
 from kdmed.io import load_study
 from kdmed.io.study import Study, StudyMetadata
 from kdmed.report import ReviewContext, pdf_report, scores_csv
-from kdmed.review import explain_slice, model_cards, operating_threshold
+from kdmed.review import explain_slice, model_catalogue, operating_threshold
+from kdmed.rules import heat_scale
 
 
 def test_the_operating_point_inverts_the_normalised_score():
-    calibration = {"threshold": 2.0, "scale": 0.3}
+    calibration = Calibration(
+        rule="specificity", target_specificity=0.95, threshold=2.0, scale=0.3, map_floor=0.0
+    )
     assert operating_threshold(calibration, 0.5) == pytest.approx(2.0)
     for level in (0.1, 0.3, 0.8):
         t = operating_threshold(calibration, level)
@@ -47,11 +41,11 @@ def test_model_cards_show_training_and_test_metrics(tmp_path):
     report = tmp_path / "reports" / "brain" / "stpm" / "metrics.json"
     report.parent.mkdir(parents=True)
     report.write_text(json.dumps({"image_auroc": 0.93, "pixel_auroc": 0.97}))
-    (card,) = model_cards(tmp_path / "models", tmp_path / "reports")
+    (card,) = model_catalogue(tmp_path / "models", tmp_path / "reports")
     details = card.details()
     assert card.label.startswith("brain / stpm (resnet18), trained 2026-11-22")
     assert details["test image AUROC"] == "93.0 %" and details["validation specificity"].startswith("95.0 %")
-    assert model_cards(tmp_path / "nothing-here") == []
+    assert model_catalogue(tmp_path / "nothing-here") == []
 
 
 def _study(array, modality=None, window=None, volume=True) -> Study:
@@ -81,9 +75,9 @@ def test_window_presets_follow_the_modality_and_the_file():
 
 def test_one_heat_scale_per_study_with_the_normal_floor():
     maps = [np.zeros((4, 4)), np.full((4, 4), 0.2)]
-    assert heat_scale(maps) == pytest.approx(0.2)
+    assert heat_scale(maps, 0.0) == pytest.approx(0.2)
     assert heat_scale(maps, floor=0.5) == pytest.approx(0.5)  # a faint study stays faint
-    assert heat_scale([np.zeros((4, 4))]) == 1.0
+    assert heat_scale([np.zeros((4, 4))], 0.0) == 1.0
 
 
 def test_outline_is_the_border_of_the_hot_region():
@@ -98,7 +92,7 @@ def test_outline_is_the_border_of_the_hot_region():
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     root = tmp_path_factory.mktemp("review")
-    path = model_at_median(root, "volume", [("s.nii", nifti_bytes())])
+    path = model_at_median(root, "volume", [("s.nii", nifti_bytes())], map_floor=3.0)
     checkpoint = load_checkpoint(path)
     study = load_study([("s.nii", nifti_bytes())])
     return checkpoint, study, score_study(checkpoint, study)
@@ -106,18 +100,21 @@ def scored(tmp_path_factory):
 
 def test_display_slices_keep_the_study_units_and_align_with_the_maps(scored):
     checkpoint, study, result = scored
-    slices = study_slices(study, result)
-    maps = maps_for_display(result, slices)
+    slices = [display_slice(study, result, i) for i in range(len(result.scores))]
+    maps = [display_map(result, i, s.shape) for i, s in enumerate(slices)]
     assert len(slices) == len(result.scores) == study.array.shape[2]
     assert all(s.shape == m.shape for s, m in zip(slices, maps, strict=True))
     assert max(float(s.max()) for s in slices) > 150  # raw intensities (tissue ~100, blob +80), not [0, 1]
-    assert map_floor(checkpoint) == checkpoint.threshold  # STPM: score = map maximum
+    # one scale for the study: its map peak, floored at the checkpoint's normal level
+    peak = max(float(m.max()) for m in result.maps)
+    assert result.heat_scale == pytest.approx(max(peak, 3.0))
+    assert max(float(m.max()) for m in maps) == pytest.approx(peak / max(peak, 3.0), rel=1e-5)
 
 
 def _context(checkpoint, study, threshold, include_phi=False) -> ReviewContext:
     meta = replace(study.metadata, phi={"PatientName": "Synthetic^Patient", "PatientID": "KDMED-0001"})
     return ReviewContext(
-        model=checkpoint.metadata,
+        model=checkpoint.header,
         model_file="model.safetensors",
         study={**meta.to_dict(include_phi=include_phi), "shape": list(study.array.shape)},
         operating_threshold=threshold,
@@ -126,9 +123,9 @@ def _context(checkpoint, study, threshold, include_phi=False) -> ReviewContext:
 
 def test_csv_has_one_row_per_slice_at_the_operating_threshold(scored):
     checkpoint, study, result = scored
-    lower = operating_threshold(checkpoint.metadata["calibration"], 0.2)
+    lower = operating_threshold(checkpoint.serving.calibration, 0.2)
     rows = scores_csv(result, _context(checkpoint, study, lower)).decode().splitlines()
-    flagged = [int(r.split(",")[4]) for r in rows[1:]]
+    flagged = [int(r.split(",")[5]) for r in rows[1:]]
     assert len(rows) == 1 + len(result.scores)
     assert sum(flagged) == int((np.nan_to_num(result.scores, nan=-np.inf) > lower).sum())
     assert sum(flagged) >= int(result.flagged.sum())
@@ -150,4 +147,19 @@ def test_pdf_names_the_patient_only_when_asked(scored):
 def test_captum_explanations_are_for_mkd_only(scored):
     checkpoint, _, result = scored
     with pytest.raises(ConfigError, match="attribute MKD's score"):
-        explain_slice(checkpoint, result.views[0], "saliency")
+        explain_slice(checkpoint, result, 0, "saliency")
+
+
+def test_an_explanation_attributes_exactly_the_scored_input(tmp_path):
+    """The served MKD map (saliency) and the on-demand saliency explanation of the same slice agree: the
+    explanation runs on the uint8 model input that was scored, not on a re-derived one."""
+    path = write_checkpoint(tmp_path / "mkd.safetensors", "volume", method="mkd", map_floor=0.0)
+    checkpoint = load_checkpoint(path)
+    result = score_study(checkpoint, load_study([("s.nii", nifti_bytes())]))
+    i = int(np.nanargmax(result.scores))
+    explained = explain_slice(checkpoint, result, i, "saliency")
+    assert explained.scaling.startswith("study scale")
+    np.testing.assert_allclose(explained.heat * explained.scale, result.maps[i], rtol=1e-3, atol=1e-6)
+    unscored = [k for k, status in enumerate(result.status) if status != "scored"]
+    with pytest.raises(Exception, match="was not scored"):
+        explain_slice(checkpoint, result, unscored[0], "saliency")

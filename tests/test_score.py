@@ -19,6 +19,7 @@ from fake_models import write_checkpoint
 from PIL import Image
 
 from kdmed.calibration import normalized_score
+from kdmed.checkpoint import load_checkpoint
 from kdmed.cli import main
 from kdmed.data.transforms import foreground_mask, normalize_percentiles
 from kdmed.models.base import Prediction
@@ -81,6 +82,8 @@ def test_volume_report_is_valid_json_with_consistent_scores(models, tmp_path, ca
         "image_size": 64,
         "trained_at": "2026-11-22T00:00:00+00:00",
         "threshold_rule": "specificity",
+        "study_aggregation": "max",
+        "slice_policy": "slices 0 to the last slice along axis 2 with at least 50 foreground pixels",
     }
     assert report["kind"] == "volume" and report["threshold"] == 0.5
     assert report["input"]["shape"] == [40, 40, 12] and report["input"]["orientation"] == "RAS"
@@ -90,7 +93,7 @@ def test_volume_report_is_valid_json_with_consistent_scores(models, tmp_path, ca
     assert all(s["score"] is None and s["normalized"] is None and not s["flagged"] for s in empty)
     scored = [s for s in slices if s["slice"] in range(2, 10)]
     assert report["n_scored"] == len(scored) == 8
-    calibration = {"threshold": 0.5, "scale": 0.1}
+    calibration = load_checkpoint(models["volume"]).serving.calibration
     for s in scored:
         assert math.isfinite(s["score"])
         assert s["flagged"] == (s["score"] > 0.5)
@@ -366,3 +369,19 @@ def test_bad_input_is_one_line_with_exit_code_2(case, expected, models, tmp_path
     assert code == 2 and out == ""
     assert err.startswith("kdmed score: error: ") and err.count("\n") == 1, err
     assert expected in err and "Traceback" not in err
+
+
+def test_the_source_is_read_once(models, tmp_path, monkeypatch):
+    """`kdmed score` takes the input grid from the loaded `Study`: the file is collected and decoded once."""
+    import kdmed.io.load
+    import kdmed.io.nifti
+
+    path = tmp_path / "study.nii.gz"
+    nib.save(nib.Nifti1Image(brain(), np.diag([-1.0, 1.0, 2.0, 1.0])), path)
+    collected, decoded = [], []
+    real_collect, real_read = kdmed.io.load.collect, kdmed.io.nifti._read_volume
+    monkeypatch.setattr(kdmed.io.load, "collect", lambda *a: collected.append(1) or real_collect(*a))
+    monkeypatch.setattr(kdmed.io.nifti, "_read_volume", lambda *a: decoded.append(1) or real_read(*a))
+    report = score_source(str(path), models["volume"], out=tmp_path / "out")
+    assert len(collected) == 1 and len(decoded) == 1
+    assert report["input"]["shape"] == list(brain().shape) and report["input"]["orientation"] == "LAS"

@@ -3,13 +3,14 @@ resumes to the same weights; cached teacher features train exactly like the teac
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from kdmed.checkpoint import load_checkpoint, read_metadata
+from kdmed.checkpoint import load_checkpoint, read_header, save_checkpoint
 from kdmed.config import OptimizerConfig, StpmConfig
 from kdmed.data.slices import load_split
 from kdmed.errors import CheckpointError
@@ -23,21 +24,17 @@ REPO = Path(__file__).resolve().parents[1]
 def test_train_stage_writes_a_complete_checkpoint(tiny_brain):
     summary = train_stage(tiny_brain, "brain", "stpm")
     path = Path(summary["checkpoint"])
-    metadata = read_metadata(path)
-    for key in (
-        "method",
-        "architecture",
-        "preprocess",
-        "dataset_config",
-        "image_size",
-        "calibration",
-        "training",
-        "versions",
-        "teacher_weights",
-    ):
-        assert key in metadata, key
-    assert metadata["teacher_weights"] != "random"
-    assert metadata["calibration"]["validation_normals"] > 0
+    header = read_header(path)
+    assert header.card.teacher_weights != "random" and header.card.method == "stpm"
+    serving = header.serving
+    assert serving.kind == "volume" and serving.preprocessing.image_size == tiny_brain.common.image_size
+    policy, config = serving.slice_policy, tiny_brain.dataset("brain")
+    assert (policy.first, policy.last) == tuple(config.slice_range)
+    assert policy.min_foreground_pixels == config.min_foreground_pixels
+    assert serving.aggregation.how == tiny_brain.train.study_aggregation
+    calibration = serving.calibration
+    assert calibration.validation_normals > 0 and calibration.map_floor > 0
+    assert calibration.map_floor_quantile == tiny_brain.train.map_floor_quantile
     checkpoint = load_checkpoint(path)
     assert not checkpoint.detector.teacher.training
     test = load_split(tiny_brain.preprocess.out_dir, "brain", "test")
@@ -54,6 +51,33 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(bad)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_old_or_damaged_headers_are_refused_with_how_to_retrain(tiny_brain, tmp_path):
+    """A v1 checkpoint (before the serving contract) and a header missing a contract field are refused
+    with a message naming the problem and the retraining command, never half-loaded."""
+    import safetensors.torch
+
+    path = Path(train_stage(tiny_brain, "brain", "stpm")["checkpoint"])
+    state = safetensors.torch.load_file(str(path))
+    v1 = tmp_path / "v1.safetensors"
+    safetensors.torch.save_file(state, str(v1), metadata={"kdmed": json.dumps(
+        {"format": "kdmed-checkpoint", "format_version": 1, "method": "stpm", "calibration": {"threshold": 1}}
+    )})  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"v1 kdmed checkpoint.*slice policy.*dvc repro"):
+        load_checkpoint(v1)
+    with open(path, "rb") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        payload = json.loads(json.loads(handle.read(size))["__metadata__"]["kdmed"])
+    del payload["header"]["serving"]["calibration"]["map_floor"]
+    broken = tmp_path / "broken.safetensors"
+    safetensors.torch.save_file(state, str(broken), metadata={"kdmed": json.dumps(payload)})
+    with pytest.raises(CheckpointError, match=r"map_floor.*retrain"):
+        load_checkpoint(broken)
+    header = read_header(path)
+    other = STPM(StpmConfig(backbone="resnet18", weights="random"))
+    with pytest.raises(CheckpointError, match="build the header from the detector"):
+        save_checkpoint(tmp_path / "mismatch.safetensors", other, header)
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tiny_brain, tmp_path):
@@ -132,7 +156,7 @@ def test_training_and_calibration_never_read_the_test_split(tiny_brain, monkeypa
     finally:
         hidden.rename(test_file)
     assert set(requested) == {"train", "val"}
-    threshold = read_metadata(Path(summary["checkpoint"]))["calibration"]["threshold"]
+    threshold = read_header(Path(summary["checkpoint"])).threshold
     assert threshold == summary["threshold"]
 
     params = load_params(Path(tiny_brain.preprocess.out_dir).parent / "params.yaml")

@@ -35,6 +35,14 @@ class StudyRecord:
     is_volume: bool = False
 
 
+VOLUME_ADAPTERS = frozenset({"brats"})  # adapters whose studies are 3D volumes scored slice by slice
+
+
+def adapter_reads_volumes(adapter: str) -> bool:
+    """True when the adapter's studies are volumes: its models score volumes, slice by slice."""
+    return adapter in VOLUME_ADAPTERS
+
+
 def index_dataset(config: DatasetConfig, seed: int) -> list[StudyRecord]:
     """Dispatch to the adapter named in the config; every record comes back with a split."""
     root = Path(config.root)

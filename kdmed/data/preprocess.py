@@ -2,8 +2,11 @@
 
 Outputs, under `<preprocess.out_dir>/<dataset>/`: `train.npz`, `val.npz`, `test.npz` (uint8 images
 (N, C, S, S), uint8 masks (N, S, S), labels, patients, names, slice indices), `index.csv` (one row per
-slice) and `summary.json` (counts). Training keeps normal slices only: anomalous slices of training
-patients are dropped and counted (BMAD protocol).
+slice) and `summary.json` (counts). Volumes keep the slices the dataset's slice policy admits (index range and
+minimum foreground, `kdmed.contract.SlicePolicy`), in every split: the same rule serving applies to
+uploads, which come without a lesion mask, so the test split measures exactly what a reader is shown.
+Lesion slices outside the policy are counted in the summary. Training keeps normal slices only: anomalous
+slices of training patients are dropped and counted (BMAD protocol).
 """
 
 from __future__ import annotations
@@ -17,29 +20,34 @@ import numpy as np
 
 from kdmed import atomic
 from kdmed.config import DatasetConfig, Params
+from kdmed.contract import SCORED, SlicePolicy
 from kdmed.data.adapters import SPLITS, StudyRecord, index_dataset
-from kdmed.data.transforms import SliceRules, build_image_transform, build_volume_transform
+from kdmed.data.transforms import build_image_transform, build_volume_transform, collapse_grey, to_uint8
 from kdmed.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
 
-def slice_rules(config: DatasetConfig) -> SliceRules:
+def slice_policy(config: DatasetConfig) -> SlicePolicy:
+    """The dataset's slice settings as the policy stored in its checkpoints."""
     first, last = config.slice_range if config.slice_range is not None else (0, None)
-    return SliceRules(
+    return SlicePolicy(
         axis=config.slice_axis, first=first, last=last, min_foreground_pixels=config.min_foreground_pixels
     )
 
 
-def study_items(record: StudyRecord, params: Params, config: DatasetConfig) -> list[dict]:
-    """All slices (volumes) or the one image (2D) of a study, each a dict with image/mask/label/name."""
+def study_items(record: StudyRecord, params: Params, config: DatasetConfig) -> tuple[list[dict], int]:
+    """The slices the policy admits (volumes) or the one image (2D) of a study, each a dict with
+    image/mask/label/name; and the number of lesion slices the policy left out."""
     size = params.common.image_size
     if record.is_volume:
-        transform = build_volume_transform(params.preprocess, slice_rules(config), size)
-        items = transform({"image": record.image, "mask": record.mask or None})
+        transform = build_volume_transform(params.preprocess, slice_policy(config), size)
+        every = transform({"image": record.image, "mask": record.mask or None})
+        items = [item for item in every if item["status"] == SCORED]
         for item in items:
             item["name"] = f"{record.patient}/slice_{item['slice']:03d}"
-        return items
+            del item["view"]
+        return items, sum(item["label"] for item in every if item["status"] != SCORED)
     transform = build_image_transform(size)
     data = {"image": record.image}
     if record.mask:
@@ -48,18 +56,7 @@ def study_items(record: StudyRecord, params: Params, config: DatasetConfig) -> l
     item.update(label=record.label, slice=-1, name=Path(record.image).name)
     if record.label == 1 and "mask" not in item:
         item["mask"] = None  # anomalous without a pixel mask (image-level label only)
-    return [item]
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
-
-
-def _channels(image: np.ndarray) -> np.ndarray:
-    """Grey images stored as RGB (identical channels) are kept as one channel."""
-    if image.shape[0] == 3 and np.array_equal(image[0], image[1]) and np.array_equal(image[1], image[2]):
-        return image[:1]
-    return image
+    return [item], 0
 
 
 def preprocess_dataset(name: str, params: Params) -> dict:
@@ -67,16 +64,20 @@ def preprocess_dataset(name: str, params: Params) -> dict:
     config = params.dataset(name)
     records = index_dataset(config, params.common.seed)
     rows: dict[str, list[dict]] = defaultdict(list)
-    dropped = 0
+    dropped = outside_policy = 0
     for record in records:
-        for item in study_items(record, params, config):
+        items, outside = study_items(record, params, config)
+        outside_policy += outside
+        for item in items:
             if record.split == "train" and item["label"] == 1:
                 dropped += 1
                 continue
             rows[record.split].append({**item, "patient": record.patient, "group": record.group})
     rows = _cap(rows, config.max_images_per_split, params.common.seed)
     out_dir = Path(params.preprocess.out_dir) / name
-    channels = 3 if any(_channels(r["image"]).shape[0] == 3 for split in rows.values() for r in split) else 1
+    channels = (
+        3 if any(collapse_grey(r["image"]).shape[0] == 3 for split in rows.values() for r in split) else 1
+    )
     summary = {
         "dataset": name,
         "adapter": config.adapter,
@@ -84,6 +85,7 @@ def preprocess_dataset(name: str, params: Params) -> dict:
         "channels": channels,
         "image_size": params.common.image_size,
         "dropped_anomalous_training_slices": dropped,
+        "lesion_slices_outside_slice_policy": outside_policy,
         "splits": {},
     }
     index_rows = []
@@ -134,7 +136,7 @@ def _cap(rows: dict[str, list[dict]], limit: int, seed: int) -> dict[str, list[d
 def _write_split(path: Path, items: list[dict], channels: int) -> None:
     images = []
     for item in items:
-        image = _channels(item["image"])
+        image = collapse_grey(item["image"])
         images.append(np.repeat(image, 3, axis=0) if image.shape[0] < channels else image)
     size = items[0]["image"].shape[-1]
     masks = np.stack(
@@ -144,7 +146,7 @@ def _write_split(path: Path, items: list[dict], channels: int) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(
         buffer,
-        images=_to_uint8(np.stack(images)),
+        images=to_uint8(np.stack(images)),
         masks=masks.astype(np.uint8),
         has_mask=has_mask,
         labels=np.array([item["label"] for item in items], dtype=np.int8),

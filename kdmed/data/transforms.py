@@ -11,7 +11,6 @@ radiological convention (anterior at the top, patient's right on the left of the
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from monai.transforms import Compose, EnsureChannelFirstd, MapTransform
 
 from kdmed.config import PreprocessConfig
+from kdmed.contract import SCORED, Preprocessing, SlicePolicy
 from kdmed.errors import StudyReadError
 
 # ---------------------------------------------------------------------------------------------- arrays
@@ -128,16 +128,6 @@ def to_unit_range(image: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------- dictionary wrappers
 
 
-@dataclass(frozen=True)
-class SliceRules:
-    """BMAD-style slice selection: normal if enough foreground and no lesion voxel, anomalous if any."""
-
-    axis: int = 2
-    first: int = 0
-    last: int | None = None
-    min_foreground_pixels: int = 0
-
-
 class NormalizeForegroundd(MapTransform):
     """Percentile normalisation inside the foreground (non-background voxels). No separate brain mask is
     used, because uploads come without one and serving must match training exactly."""
@@ -183,45 +173,37 @@ class CropSquareForegroundd(MapTransform):
 
 
 class ExtractSlicesd(MapTransform):
-    """Turn a (C, X, Y, Z) volume dict into one dict per selected slice, cropped and resized."""
+    """Turn a (C, X, Y, Z) volume dict into one dict per slice of the volume, each with its status under
+    the slice policy (`kdmed.contract.SlicePolicy.status`). Every slice carries its cropped
+    full-resolution `view`, its lesion `label` (when a mask is given) and its foreground pixel count; only
+    slices the policy admits are resized into a model `image` (and `mask`). Preprocessing keeps those,
+    serving scores those and shows the others as outside the policy: one rule for both."""
 
-    def __init__(self, rules: SliceRules, image_size: int, keep_all: bool = False):
-        """`keep_all` (serving): every slice of the volume, each with its cropped full-resolution `view`
-        (and the `crop_box` / uncropped `view_shape` that cut it, to put maps back on the volume's grid)
-        and a `scoreable` flag (enough foreground or a lesion), instead of only the rule-selected ones."""
+    def __init__(self, policy: SlicePolicy, image_size: int):
         super().__init__(["image"])
-        self.rules, self.image_size, self.keep_all = rules, image_size, keep_all
+        self.policy, self.image_size = policy, image_size
 
     def __call__(self, data: Mapping[Hashable, object]) -> list[dict]:
         image, box = data["image"], data["crop_box"]
         seg = data.get("mask")
-        n = image.shape[self.rules.axis + 1]
-        last = n if self.rules.last is None else min(self.rules.last, n)
         out = []
-        for index in range(self.rules.first if not self.keep_all else 0, last if not self.keep_all else n):
-            foreground = take_slice(data["foreground"][None], self.rules.axis, index)[0]
-            lesion = take_slice(np.asarray(seg), self.rules.axis, index)[0] > 0 if seg is not None else None
-            has_lesion = bool(lesion.any()) if lesion is not None else False
-            enough = int(foreground.sum()) >= self.rules.min_foreground_pixels
-            if not self.keep_all and not (has_lesion or enough):
-                continue
-            view = crop_padded(take_slice(image, self.rules.axis, index), box)
+        for index in range(image.shape[self.policy.axis + 1]):
+            foreground = take_slice(data["foreground"][None], self.policy.axis, index)[0]
+            lesion = take_slice(np.asarray(seg), self.policy.axis, index)[0] > 0 if seg is not None else None
+            status = self.policy.status(index, int(foreground.sum()))
+            view = crop_padded(take_slice(image, self.policy.axis, index), box)
             item = {
-                "image": resize(view, self.image_size),
                 "slice": index,
-                "label": int(has_lesion),
+                "status": status,
+                "label": int(bool(lesion.any())) if lesion is not None else 0,
                 "foreground_pixels": int(foreground.sum()),
-                "scoreable": has_lesion or enough,
+                "view": view,
             }
-            if self.keep_all:
-                item.update(view=view, crop_box=tuple(box), view_shape=tuple(data["view_shape"]))
-            if lesion is not None:
-                item["mask"] = (
-                    resize(crop_padded(lesion[None].astype(np.float32), box), self.image_size, nearest=True)[
-                        0
-                    ]
-                    > 0.5
-                )
+            if status == SCORED:
+                item["image"] = resize(view, self.image_size)
+                if lesion is not None:
+                    cropped = crop_padded(lesion[None].astype(np.float32), box)
+                    item["mask"] = resize(cropped, self.image_size, nearest=True)[0] > 0.5
             out.append(item)
         return out
 
@@ -246,26 +228,28 @@ class LoadStudyd(MapTransform):
         return d
 
 
-def _volume_steps(config: PreprocessConfig, rules: SliceRules) -> list[MapTransform]:
-    """The whole-volume steps, before slicing: load, channel first, normalise, choose the crop box."""
-    return [
-        LoadStudyd(["image", "mask"]),
-        EnsureChannelFirstd(["image", "mask"], channel_dim="no_channel", allow_missing_keys=True),
-        NormalizeForegroundd(["image"], config.lower_percentile, config.upper_percentile),
-        CropSquareForegroundd(
-            ["image"], axis=rules.axis, margin=config.crop_margin, enabled=config.crop_foreground
-        ),
-    ]
+def volume_steps(settings: Preprocessing | PreprocessConfig, policy: SlicePolicy) -> Compose:
+    """The whole-volume steps: load -> channel first -> foreground percentile normalisation -> square
+    foreground crop box. The result dict holds `image`, `foreground`, `crop_box` and `view_shape`.
+    `settings`: the checkpoint's `Preprocessing` when serving, params' `preprocess` section when
+    preprocessing (the same four fields)."""
+    return Compose(
+        [
+            LoadStudyd(["image", "mask"]),
+            EnsureChannelFirstd(["image", "mask"], channel_dim="no_channel", allow_missing_keys=True),
+            NormalizeForegroundd(["image"], settings.lower_percentile, settings.upper_percentile),
+            CropSquareForegroundd(
+                ["image"], axis=policy.axis, margin=settings.crop_margin, enabled=settings.crop_foreground
+            ),
+        ]
+    )
 
 
 def build_volume_transform(
-    config: PreprocessConfig, rules: SliceRules, image_size: int, keep_all: bool = False
+    settings: Preprocessing | PreprocessConfig, policy: SlicePolicy, image_size: int
 ) -> Compose:
-    """Load -> channel first -> foreground percentile normalisation -> square foreground crop -> slices."""
-    return Compose(
-        [*_volume_steps(config, rules), ExtractSlicesd(rules, image_size, keep_all=keep_all)],
-        map_items=False,
-    )
+    """`volume_steps` then one dict per slice (`ExtractSlicesd`)."""
+    return Compose([volume_steps(settings, policy), ExtractSlicesd(policy, image_size)], map_items=False)
 
 
 class PrepareImaged(MapTransform):
@@ -300,6 +284,29 @@ class PrepareImaged(MapTransform):
 def build_image_transform(image_size: int) -> Compose:
     """Load -> channels first -> [0, 1] -> resize; masks follow with nearest-neighbour."""
     return Compose([LoadStudyd(["image", "mask"]), PrepareImaged(image_size)])
+
+
+def collapse_grey(image: np.ndarray) -> np.ndarray:
+    """(C, H, W): grey images stored as RGB (three identical channels) -> one channel."""
+    if image.shape[0] == 3 and np.array_equal(image[0], image[1]) and np.array_equal(image[1], image[2]):
+        return image[:1]
+    return image
+
+
+def match_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """(C, H, W) -> (`channels`, H, W) as the model was trained: grey repeated to RGB, RGB stored grey
+    collapsed, true colour averaged to grey for a grey model."""
+    image = collapse_grey(image) if channels == 1 else image
+    if image.shape[0] == channels:
+        return image
+    if image.shape[0] == 1:
+        return np.repeat(image, channels, axis=0)
+    return image.mean(axis=0, keepdims=True)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """[0, 1] float -> uint8, the quantisation every stored and served model input goes through."""
+    return np.clip(np.round(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
 
 
 def to_model_input(images: torch.Tensor) -> torch.Tensor:

@@ -191,7 +191,11 @@ def build_study(plan: VolumePlan, limits: ReadLimits, extra_warnings: list[str])
         spacing = plan.frames[0].pixel_spacing or (1.0, 1.0)
         return image_study(first.item.name, slices[0], spacing, meta)
     volume = np.stack(slices, axis=0).transpose(2, 1, 0)  # (slice, row, col) -> (col, row, slice)
-    return volume_study(first.item.name, volume, plan.affine, meta)  # type: ignore[arg-type]
+    numbers = tuple(int(frame.file.instance) for frame in plan.frames)
+    return volume_study(
+        first.item.name, volume, plan.affine, meta,  # type: ignore[arg-type]
+        input_shape=plan.raw_shape, instance_numbers=numbers,
+    )  # fmt: skip
 
 
 def _decode(frames: list[Frame], limits: ReadLimits) -> list[np.ndarray]:

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from kdmed.errors import StudyReadError
-from kdmed.io.dicom_series import choose, scan, series_info
+from kdmed.io.dicom_series import Series, choose, scan, series_info
 from kdmed.io.dicom_volume import build_study, plan_volume
-from kdmed.io.images2d import load_image
+from kdmed.io.images2d import image_info, load_image
 from kdmed.io.limits import ReadLimits
-from kdmed.io.nifti import load_nifti
+from kdmed.io.nifti import load_nifti, nifti_info
 from kdmed.io.sniff import DICOM_KINDS, IMAGE_KINDS, NIFTI_KINDS, SUPPORTED, Kind, raw_dicom_offset
 from kdmed.io.sources import Item, collect
 from kdmed.io.study import SeriesInfo, Study
@@ -50,7 +50,8 @@ def load_study(
         series, scan_notes = scan(items, label)
         chosen, choice_notes = choose(series, series_uid, label)
         plan = plan_volume(chosen, volume_index, label)
-        return build_study(plan, limits, notes + scan_notes + choice_notes)
+        study = build_study(plan, limits, notes + scan_notes + choice_notes)
+        return replace(study, series=tuple(_sorted_infos(series)))
     if notes:
         study = replace(
             study, metadata=replace(study.metadata, warnings=tuple(notes) + study.metadata.warnings)
@@ -59,34 +60,20 @@ def load_study(
 
 
 def list_series(source: Any, *, limits: ReadLimits | None = None) -> list[SeriesInfo]:
-    """Every series in the source (DICOM, headers only), or one entry for a NIfTI file or a 2D image."""
+    """Every series in the source, or one entry for a NIfTI file or a 2D image; headers only, no voxels."""
     limits = limits or ReadLimits()
     label = _label(source)
     kind, items, _ = _route(collect(source, limits), label, None)
     if kind == "dicom":
         series, _ = scan(items, label)
-        infos = [series_info(s) for s in series]
-        return sorted(infos, key=lambda i: (i.number is None, i.number or 0, i.uid or ""))
-    study = load_nifti(items[0], 0, limits) if kind == "nifti" else load_image(items[0], 0, limits)
-    return [_single_info(study)]
+        return _sorted_infos(series)
+    return [nifti_info(items[0], limits) if kind == "nifti" else image_info(items[0], limits)]
 
 
-def _single_info(study: Study) -> SeriesInfo:
-    """A NIfTI file or a 2D image described as one series."""
-    shape = study.array.shape
-    return SeriesInfo(
-        uid=None,
-        number=None,
-        description=study.metadata.series_description,
-        modality=None,
-        n_files=1,
-        n_slices=shape[2] if study.is_volume else 1,
-        n_volumes=study.metadata.n_volumes,
-        orientation=None,
-        is_localizer=False,
-        rows=int(shape[0]),
-        columns=int(shape[1]),
-    )
+def _sorted_infos(series: list[Series]) -> list[SeriesInfo]:
+    """DICOM series by SeriesNumber (missing last), then UID."""
+    infos = [series_info(s) for s in series]
+    return sorted(infos, key=lambda i: (i.number is None, i.number or 0, i.uid or ""))
 
 
 def inspect_source(
@@ -105,7 +92,7 @@ def inspect_source(
         plan = plan_volume(chosen, 0, label)
         spacing, orientation = plan.final_geometry()
         first = plan.frames[0].file
-        infos = sorted((series_info(s) for s in series), key=lambda i: (i.number is None, i.number or 0))
+        infos = _sorted_infos(series)
         return {
             "source_kind": "dicom",
             "n_files": len(items),
@@ -124,7 +111,7 @@ def inspect_source(
     return {
         "source_kind": study.metadata.source_kind,
         "n_files": len(items),
-        "series": [_single_info(study).to_dict()],
+        "series": [i.to_dict() for i in study.series],
         "chosen_series_uid": None,
         "shape": list(study.array.shape),
         "spacing": [round(float(s), 6) for s in study.spacing],

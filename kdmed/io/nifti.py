@@ -8,6 +8,8 @@ Intensities are scaled by `scl_slope`/`scl_inter` as nibabel does.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import nibabel as nib
@@ -19,12 +21,45 @@ from kdmed.io.guard import reading
 from kdmed.io.limits import ReadLimits, check_voxels
 from kdmed.io.sniff import Kind
 from kdmed.io.sources import Item
-from kdmed.io.study import Study, StudyMetadata
+from kdmed.io.study import SeriesInfo, Study, StudyMetadata
 
 _HINT = "the file may be truncated or corrupt; export it again"
 
 
 def load_nifti(item: Item, volume_index: int, limits: ReadLimits) -> Study:
+    with _opened(item, limits) as (img, shape, spatial, n_volumes):
+        if not 0 <= volume_index < n_volumes:
+            raise StudyReadError(
+                f"{item.name}: volume_index {volume_index} is out of range; this file has {n_volumes} "
+                f"volume(s) (0..{n_volumes - 1})"
+            )
+        with reading(item.name, f"the voxel data of this {item.kind.value} file cannot be read", _HINT):
+            data = _read_volume(img, shape, volume_index)
+    affine, warnings = _affine(item.name, img)
+    meta = StudyMetadata(
+        source_kind="nifti",
+        series_description=_description(img),
+        n_volumes=n_volumes,
+        volume_index=volume_index,
+        warnings=tuple(warnings),
+    )
+    study = volume_study(item.name, data.reshape(spatial), affine, meta, input_shape=_input_shape(shape))
+    return replace(study, series=(_info(img, spatial, n_volumes),))
+
+
+def nifti_info(item: Item, limits: ReadLimits) -> SeriesInfo:
+    """The file described as one series, from its header alone (no voxel data is read)."""
+    with _opened(item, limits) as (img, _, spatial, n_volumes):
+        _affine(item.name, img)
+        return _info(img, spatial, n_volumes)
+
+
+@contextlib.contextmanager
+def _opened(
+    item: Item, limits: ReadLimits
+) -> Iterator[tuple[Any, tuple[int, ...], tuple[int, int, int], int]]:
+    """(image, header shape, spatial shape, number of volumes), checked; voxels stay unread on the open
+    stream until the caller reads them."""
     _refuse_other_formats(item)
     klass = nib.Nifti2Image if item.kind is Kind.NIFTI2 else nib.Nifti1Image
     with contextlib.ExitStack() as stack:
@@ -37,24 +72,35 @@ def load_nifti(item: Item, volume_index: int, limits: ReadLimits) -> Study:
         spatial, n_volumes = _volume_layout(item.name, shape)
         check_voxels(item.name, spatial, limits)
         _check_dtype(item.name, img.get_data_dtype())
-        if not 0 <= volume_index < n_volumes:
-            raise StudyReadError(
-                f"{item.name}: volume_index {volume_index} is out of range; this file has {n_volumes} "
-                f"volume(s) (0..{n_volumes - 1})"
-            )
-        with reading(item.name, f"the voxel data of this {item.kind.value} file cannot be read", _HINT):
-            data = _read_volume(img, shape, volume_index)
-    affine, warnings = _affine(item.name, img)
+        yield img, shape, spatial, n_volumes
+
+
+def _input_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The file's own spatial array shape: (X, Y, Z), or (X, Y) for a 2D file (read as (X, Y, 1))."""
+    return shape[:3] if len(shape) >= 3 else shape
+
+
+def _description(img: Any) -> str | None:
     descrip = img.header.get("descrip")
     description = descrip.item().decode("latin-1", "replace").strip("\x00 ") if descrip is not None else ""
-    meta = StudyMetadata(
-        source_kind="nifti",
-        series_description=description or None,
+    return description or None
+
+
+def _info(img: Any, spatial: tuple[int, int, int], n_volumes: int) -> SeriesInfo:
+    """Rows, columns and slices as stored in the file (X, Y, Z), before any reorientation."""
+    return SeriesInfo(
+        uid=None,
+        number=None,
+        description=_description(img),
+        modality=None,
+        n_files=1,
+        n_slices=spatial[2],
         n_volumes=n_volumes,
-        volume_index=volume_index,
-        warnings=tuple(warnings),
+        orientation=None,
+        is_localizer=False,
+        rows=spatial[0],
+        columns=spatial[1],
     )
-    return volume_study(item.name, data.reshape(spatial), affine, meta)
 
 
 def _refuse_other_formats(item: Item) -> None:
@@ -83,6 +129,10 @@ def _volume_layout(name: str, shape: tuple[int, ...]) -> tuple[tuple[int, int, i
         raise UnsupportedStudyError(
             f"{name}: {len(shape)}D data of shape {shape} (vector, tensor or multi-dimensional series) is "
             "not supported; kdmed reads 3D volumes and 4D time series. Extract one 3D volume first"
+        )
+    if len(dims) < 2:
+        raise UnsupportedStudyError(
+            f"{name}: 1D data of shape {shape} is not an image; kdmed reads 2D/3D volumes and 4D time series"
         )
     if len(dims) == 2:
         return (dims[0], dims[1], 1), 1

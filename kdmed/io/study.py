@@ -8,6 +8,9 @@ Conventions
   `array` is `(H, W)` grey or `(H, W, 3)` RGB in the stored row/column order; `affine` maps
   `(row, col, 0)` to mm in the image plane (pixel spacing if known, else 1), `spacing` is `(row, col)`,
   and `metadata.orientation` is None.
+- `grid` (volumes only) is the input's own voxel grid: its shape, original affine and the reorientation
+  back onto it (see `kdmed.io.grid`). `series` lists every series found in the source (DICOM, sorted as
+  `list_series` sorts them) or one entry for the NIfTI file / image, so callers need not read it again.
 - `metadata.phi` holds identifying fields (patient name, id, birth date, institution, dates). It is left out
   of `repr`, `str`, equality and `to_dict()` unless asked for, so logging a Study never leaks it.
 """
@@ -18,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
+from kdmed.io.grid import InputGrid
 
 SourceKind = Literal["nifti", "dicom", "image"]
 
@@ -62,6 +67,8 @@ class Study:
     affine: np.ndarray
     spacing: tuple[float, ...]
     metadata: StudyMetadata
+    grid: InputGrid | None = None  # volumes only: the input's voxel grid
+    series: tuple[SeriesInfo, ...] = ()  # every series in the source (no identifying fields)
 
     @property
     def is_volume(self) -> bool:
@@ -74,7 +81,7 @@ class Study:
             f"Study(kind={m.source_kind!r}, shape={tuple(self.array.shape)}, "
             f"spacing={tuple(round(s, 4) for s in self.spacing)}, orientation={m.orientation}, "
             f"modality={m.modality!r}, volume={m.volume_index + 1}/{m.n_volumes}, "
-            f"warnings={len(m.warnings)})"
+            f"series={len(self.series)}, warnings={len(m.warnings)})"
         )
 
     __str__ = __repr__

@@ -34,7 +34,7 @@ def build_model(args) -> tuple[torch.nn.Module, int]:
         from kdmed.checkpoint import load_checkpoint
 
         checkpoint = load_checkpoint(args.model)
-        return checkpoint.detector, int(checkpoint.metadata["image_size"])
+        return checkpoint.detector, checkpoint.serving.preprocessing.image_size
     from kdmed.models.mkd import MKD
     from kdmed.train_benchmark import method_config
 

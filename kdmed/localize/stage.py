@@ -99,12 +99,16 @@ def reference_normals(params: Params, dataset: str) -> torch.Tensor:
     return normals[torch.from_numpy(chosen)]
 
 
-def all_maps(params: Params, dataset: str, images: torch.Tensor, device) -> tuple[dict, dict, dict]:
-    """Raw maps of every compared map type on uint8 `images`, seconds per slice for each, and the MKD
-    checkpoint's attribution settings."""
+def all_maps(params: Params, dataset: str, images: torch.Tensor, device) -> tuple[dict, dict, dict, dict]:
+    """Raw maps of every compared map type on uint8 `images`, seconds per slice for each, the MKD
+    checkpoint's attribution settings, and the calibration of the checkpoint that serves each map type
+    (its stored normal level floors that map; map types no checkpoint serves get None)."""
     config = params.localize
     mkd = load_checkpoint(checkpoint_path(params, dataset, "mkd"), device)
     maps, seconds = {}, {}
+    mkd_config = mkd.detector.config
+    served = "discrepancy" if mkd_config.map != "gradient" else mkd_config.attribution.method
+    calibrations = {f"mkd_{served}": mkd.serving.calibration}
     mkd_maps(mkd.detector, images[:1], "saliency", 1, device)  # warm-up, untimed
     for method in (*config.attributions, "discrepancy"):
         name = f"mkd_{method}"
@@ -116,12 +120,15 @@ def all_maps(params: Params, dataset: str, images: torch.Tensor, device) -> tupl
     amp = amp_dtype(device, params.common.amp)
     for other in config.compare:
         checkpoint = load_checkpoint(checkpoint_path(params, dataset, other), device)
+        calibrations[other] = checkpoint.serving.calibration
         predict_images(checkpoint.detector, images[:1], 1, amp)  # warm-up, untimed
         maps[other], seconds[other] = _timed(
             lambda c=checkpoint: predict_images(c.detector, images, config.batch_size, amp).maps
         )
     per_slice = {name: value / max(images.shape[0], 1) for name, value in seconds.items()}
-    return maps, per_slice, to_plain(mkd.detector.config.attribution)
+    calibrations = {name: calibrations.get(name) for name in maps}
+    calibrations["_quantile"] = mkd.serving.calibration.map_floor_quantile
+    return maps, per_slice, to_plain(mkd_config.attribution), calibrations
 
 
 def localize_stage(params: Params, dataset: str) -> dict:
@@ -132,13 +139,16 @@ def localize_stage(params: Params, dataset: str) -> dict:
     test = full.subset(select_images(full, config.max_images, config.seed))
     reference = reference_normals(params, dataset)
     images = torch.cat([test.images, reference])
-    maps, per_slice, settings = all_maps(params, dataset, images, device)
-    rows, shown_maps = {}, {}
+    maps, per_slice, settings, calibrations = all_maps(params, dataset, images, device)
+    quantile = calibrations.pop("_quantile")
+    rows, shown_maps, floors = {}, {}, {}
     for name, both in maps.items():
         raw, normal = both[: len(test)], both[len(test) :]
-        floor = normal_peak(normal, config.reference_quantile)
+        stored = calibrations[name]
+        floor = stored.map_floor if stored is not None else normal_peak(normal, quantile)
+        floors[name] = {"floor": floor, "from": "checkpoint" if stored is not None else "reference normals"}
         shown = shown_maps[name] = normalize_per_study(raw, test.patients, floor)
-        unfloored = normalize_per_study(raw, test.patients)
+        unfloored = normalize_per_study(raw, test.patients, 0.0)  # the named `study_peak` option
         rows[name] = {
             **pixel_metrics(test, shown),
             "pixel_auroc_study_peak": pixel_auroc(unfloored, test.masks),
@@ -155,9 +165,11 @@ def localize_stage(params: Params, dataset: str) -> dict:
         "lesion_images": int(((test.labels == 1) & test.masks.reshape(len(test), -1).any(1)).sum()),
         "studies": int(len(set(test.patients.tolist()))),
         "normalisation": (
-            "per study: each map divided by max(the maximum over its study's evaluated slices, the "
-            f"{config.reference_quantile} quantile of the map maxima of {len(reference)} validation normals)"
+            "per study (kdmed.rules.heat_scale): each map divided by max(the maximum over its study's "
+            "evaluated slices, the normal map level): the level stored in the checkpoint that serves the "
+            f"map, else the {quantile} quantile of the map maxima of {len(reference)} validation normals"
         ),
+        "floors": floors,
         "reference_normals": int(len(reference)),
         "settings": {**settings, "batch_size": config.batch_size},
         "maps": rows,

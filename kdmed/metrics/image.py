@@ -1,18 +1,18 @@
 """Image-level metrics: one score and one label per image, anomalous = positive class = 1.
 
-Decision rule everywhere in kdmed.metrics: an image (pixel) is called anomalous iff ``score >= threshold``
-(the convention of ``sklearn.metrics.roc_curve``). All four metrics need both classes and raise
+Decision rule everywhere in kdmed (``kdmed.rules.flag``): an image is called anomalous iff
+``score > threshold``, so a returned threshold is the highest score still called normal. All four metrics need both classes and raise
 :class:`DegenerateSampleError` otherwise.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from kdmed.metrics._checks import as_fraction, as_labels, as_scores, require_both_classes
+from kdmed.rules import flag, specificity_threshold
 
 _CHUNK = 1 << 22
 
@@ -79,30 +79,29 @@ def average_precision(labels: Any, scores: Any) -> float:
 
 
 def f1_max(labels: Any, scores: Any) -> F1Max:
-    """Best F1 over all thresholds equal to an observed score (anomalous iff score >= threshold).
+    """Best F1 over every split of the observed scores (anomalous iff score > threshold).
 
-    When several thresholds reach the same best F1 the highest one is returned.
+    The returned threshold lies just below the lowest flagged score (the next float down), so that the
+    rule `score > threshold` flags exactly that split. When several splits reach the same best F1 the one
+    flagging fewest images is returned.
     """
     y, s = _checked(labels, scores)
     thresholds, tp, fp = cumulative_counts(y, s)
     f1 = 2 * tp / (tp + fp + y.sum())
     best = int(np.argmax(f1))
-    return F1Max(float(f1[best]), float(thresholds[best]))
+    return F1Max(float(f1[best]), float(np.nextafter(thresholds[best], -np.inf)))
 
 
 def sensitivity_at_specificity(labels: Any, scores: Any, specificity: float) -> SensitivityAtSpecificity:
-    """Sensitivity at the lowest threshold that keeps at least ``specificity`` of the negatives below it.
+    """Sensitivity at the threshold that keeps at least ``specificity`` of the negatives at or below it.
 
-    The threshold depends on the negatives only (a calibration on normal images): with k =
-    ceil(specificity * n_negatives), it is the smallest float64 above the k-th lowest negative score, so
-    exactly the negatives scoring <= that value are called normal. Ties: negatives tied with the k-th lowest
-    are all called normal (achieved specificity may exceed the target) and positives tied with it are
-    called normal too (a tie never counts as a detection). Rule: anomalous iff score >= threshold.
+    The threshold depends on the negatives only (a calibration on normal images, the same function as
+    `kdmed.calibration`): with k = ceil(specificity * n_negatives), it is the k-th lowest negative score.
+    Ties: negatives tied with it are all called normal (achieved specificity may exceed the target) and
+    positives tied with it are called normal too (a tie never counts as a detection). Rule: anomalous iff
+    score > threshold (`kdmed.rules.flag`).
     """
     y, s = _checked(labels, scores)
     spec = as_fraction(specificity, "specificity")
-    neg = np.sort(s[~y])
-    # Round away float noise (0.95 * 20 must give 19, not 20) before taking the ceiling.
-    k = max(1, math.ceil(round(spec * neg.size, 9)))
-    threshold = float(np.nextafter(neg[k - 1], np.inf))
-    return SensitivityAtSpecificity(float(np.mean(s[y] >= threshold)), threshold)
+    threshold = specificity_threshold(s[~y], spec)
+    return SensitivityAtSpecificity(float(np.mean(flag(s[y], threshold))), threshold)
