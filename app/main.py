@@ -219,6 +219,7 @@ else:
         f"Study {verdict}: score {result.study_score:.4g} (threshold {threshold:.4g}), "
         f"{int(flagged.sum())} of {result.count(SCORED)} {'scored slices' if result.geometry else 'images'} flagged"
     )
+st.caption(f"Operating point: threshold {result.threshold:.4g}, {calibration.operating_point()}.")
 unscored = len(result.scores) - result.count(SCORED)
 if unscored:
     policy = checkpoint.serving.slice_policy

@@ -1,7 +1,9 @@
 """The operating point: a score threshold chosen on validation data only, stored in the checkpoint.
 
-Default rule: the threshold that keeps a target specificity on the validation normals. Rule 'f1': the
-F1-optimal threshold when labelled validation anomalies exist (falls back to specificity otherwise). Both
+Default rule: the threshold that keeps a target specificity on the validation normals. Rule
+'sensitivity': the highest threshold that flags a target share of the validation anomalies (a screening
+operating point); rule 'f1': the F1-optimal threshold. Both need labelled validation anomalies and fall
+back to the specificity rule without them. Both
 use the one tie rule of `kdmed.rules` (flag iff score > threshold). The same validation normals give the
 normal map level (`map_floor`) that floors every heat-map scale. Scores are also reported normalised,
 `normalized_score`, so that 0.5 is the threshold.
@@ -38,13 +40,19 @@ def calibrate(
     target_specificity: float,
     normal_maps: np.ndarray | None = None,
     map_floor_quantile: float = 0.95,
+    target_sensitivity: float = 0.9,
+    normal_patients: np.ndarray | None = None,
+    anomaly_patients: np.ndarray | None = None,
 ) -> Calibration:
-    """Threshold, score statistics and the normal map level, from validation data only."""
+    """Threshold, score statistics and the normal map level, from validation data only. Rules needing
+    validation anomalies ("sensitivity", "f1") fall back to the specificity rule when there are none."""
     normal_scores = np.asarray(normal_scores, dtype=np.float64)
     anomaly_scores = np.asarray(anomaly_scores, dtype=np.float64)
     used = rule
     if rule == "f1" and anomaly_scores.size > 0:
         threshold = f1_threshold(normal_scores, anomaly_scores)
+    elif rule == "sensitivity" and anomaly_scores.size > 0:
+        threshold = rules.sensitivity_threshold(anomaly_scores, target_sensitivity)
     else:
         used = "specificity"
         threshold = specificity_threshold(normal_scores, target_specificity)
@@ -65,7 +73,15 @@ def calibrate(
         validation_sensitivity=(
             float(np.mean(rules.flag(anomaly_scores, threshold))) if anomaly_scores.size else None
         ),
+        target_sensitivity=float(target_sensitivity) if used == "sensitivity" else None,
+        validation_normal_patients=_count(normal_patients, normal_scores.size),
+        validation_anomaly_patients=_count(anomaly_patients, anomaly_scores.size),
     )
+
+
+def _count(patients: np.ndarray | None, images: int) -> int:
+    """Distinct patients (each image its own patient when not given)."""
+    return images if patients is None else len(set(np.asarray(patients).tolist()))
 
 
 def normalized_score(scores, calibration: Calibration) -> np.ndarray:

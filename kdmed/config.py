@@ -76,8 +76,9 @@ class SplitConfig:
 class DatasetConfig:
     """Where a dataset lives and how its adapter reads it (see `kdmed.data.adapters`)."""
 
-    adapter: Literal["brats", "bmad", "oct2017", "wbc", "folders"]
+    adapter: Literal["brats", "bmad", "oct2017", "wbc", "folders", "class_folders", "ixi"]
     root: str
+    extra_roots: tuple[str, ...] = ()  # brats: more case folders indexed with `root` and split together
     # volumes (brats): which sequence, and the BMAD-style slice rules
     modality: str = "flair"
     slice_axis: int = 2
@@ -92,6 +93,15 @@ class DatasetConfig:
     normal_dir: str = "normal"
     abnormal_dir: str = "abnormal"
     masks_dir: str = ""
+    # class_folders: one folder per class (`<root>/<class>/`, or `<root>/{train,test}/<class>/` when the
+    # source has its own train/test folders); the classes named here are normal, every other is anomalous
+    normal_class_names: tuple[str, ...] = ()
+    # another dataset (a key of `datasets`) whose studies, all of them, form this dataset's test split:
+    # cross-site / cross-lab testing (this dataset's own test split is then not used)
+    test_from: str = ""
+    # 2D images: drop near-duplicates by perceptual hash (DCT pHash, 64 bits) within `dedup_distance` bits;
+    # -1 disables. The report lands in summary.json (how many, and how many crossed train and test)
+    dedup_distance: int = -1
     split: SplitConfig = field(default_factory=SplitConfig)
     max_images_per_split: int = 0  # 0 keeps all; otherwise a seeded per-split cap (fast experiments)
     # published numbers to print beside this dataset's results (`kdmed summary --markdown`), see kdmed.published
@@ -105,6 +115,14 @@ class DatasetConfig:
         require(self.min_foreground_pixels >= 0, "min_foreground_pixels", self.min_foreground_pixels, ">= 0")
         require(len(self.normal_classes) > 0, "normal_classes", self.normal_classes, "at least one class")
         require(self.max_images_per_split >= 0, "max_images_per_split", self.max_images_per_split, ">= 0")
+        require(-1 <= self.dedup_distance <= 32, "dedup_distance", self.dedup_distance, "-1 (off) .. 32 bits")
+        if self.adapter == "class_folders":
+            require(
+                len(self.normal_class_names) > 0,
+                "normal_class_names",
+                self.normal_class_names,
+                "at least one class folder name (class_folders adapter)",
+            )
 
 
 @dataclass(frozen=True)
@@ -116,8 +134,18 @@ class PreprocessConfig:
     upper_percentile: float = 99.5
     crop_foreground: bool = True
     crop_margin: int = 4
+    # volumes: "percentile" maps the foreground's lower..upper percentiles to 0..1; "robust" maps the
+    # foreground median to 0.5 and robust_iqr_multiple x its interquartile range to 1 (tumour-independent
+    # tissue level; serves z-scored and raw volumes alike, README: real data)
+    normalization: Literal["percentile", "robust"] = "percentile"
+    robust_iqr_multiple: float = 6.0
+    resample_mm: float = 0.0  # volumes: resample to this isotropic voxel size first (0 = keep the grid)
 
     def __post_init__(self) -> None:
+        require(
+            self.robust_iqr_multiple > 0, "preprocess.robust_iqr_multiple", self.robust_iqr_multiple, "> 0"
+        )
+        require(self.resample_mm >= 0, "preprocess.resample_mm", self.resample_mm, ">= 0 (0 keeps the grid)")
         require(
             0.0 <= self.lower_percentile < self.upper_percentile <= 100.0,
             "preprocess.percentiles",
@@ -288,8 +316,9 @@ class TrainConfig:
         2048  # keep the frozen teacher's training features in memory up to this size; 0 = off
     )
     # operating point, chosen on the validation split only and stored in the checkpoint
-    calibration_rule: Literal["specificity", "f1"] = "specificity"
+    calibration_rule: Literal["specificity", "sensitivity", "f1"] = "specificity"
     target_specificity: float = 0.95
+    target_sensitivity: float = 0.9  # rule "sensitivity": the share of validation anomalies to flag
     # the rest of the serving contract, written into the checkpoint at calibration (kdmed.contract)
     study_aggregation: Literal["max", "topk_mean"] = "max"  # slice scores -> study score
     top_k: int = 3
@@ -307,6 +336,12 @@ class TrainConfig:
         require(self.max_train_images >= 0, "train.max_train_images", self.max_train_images, ">= 0")
         require(self.validate_every >= 1, "train.validate_every", self.validate_every, ">= 1")
         require(self.top_k >= 1, "train.top_k", self.top_k, ">= 1")
+        require(
+            0.5 <= self.target_sensitivity <= 1.0,
+            "train.target_sensitivity",
+            self.target_sensitivity,
+            "a sensitivity in [0.5, 1]",
+        )
         require(
             0 <= self.map_floor_quantile <= 1,
             "train.map_floor_quantile",

@@ -57,6 +57,9 @@ class Preprocessing:
     upper_percentile: float = 99.5
     crop_foreground: bool = True
     crop_margin: int = 4
+    normalization: Literal["percentile", "robust"] = "percentile"
+    robust_iqr_multiple: float = 6.0
+    resample_mm: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class SlicePolicy:
 class Calibration:
     """The operating point, chosen on validation data only (`kdmed.calibration.calibrate`)."""
 
-    rule: Literal["specificity", "f1"]
+    rule: Literal["specificity", "sensitivity", "f1"]
     target_specificity: float
     threshold: float
     scale: float  # the normals' score spread: the unit of the normalised score
@@ -103,6 +106,33 @@ class Calibration:
     normal_quantiles: dict[str, float] = field(default_factory=dict)
     validation_specificity: float | None = None
     validation_sensitivity: float | None = None
+    target_sensitivity: float | None = None  # rule "sensitivity"
+    validation_normal_patients: int = 0
+    validation_anomaly_patients: int = 0
+
+    def operating_point(self) -> str:
+        """The operating point in words, for the app, the PDF and the JSON."""
+        normals = f"{self.validation_normals} validation normal images of {self.validation_normal_patients} patient(s)"
+        anomalies = (
+            f"{self.validation_anomalies} validation anomalous images of "
+            f"{self.validation_anomaly_patients} patient(s)"
+        )
+        if self.rule == "sensitivity":
+            return (
+                f"target sensitivity {100 * (self.target_sensitivity or 0):.0f} % on {anomalies} "
+                f"(validation specificity {_pct(self.validation_specificity)} on {normals})"
+            )
+        if self.rule == "f1":
+            return f"best F1 on {anomalies} and {normals}"
+        return f"target specificity {100 * self.target_specificity:.0f} % on {normals}" + (
+            f" (validation sensitivity {_pct(self.validation_sensitivity)})"
+            if self.validation_anomalies
+            else ""
+        )
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
 
 
 @dataclass(frozen=True)

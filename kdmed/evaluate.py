@@ -27,6 +27,7 @@ from kdmed.metrics import (
     DegenerateSampleError,
     MetricInputError,
     aupro,
+    bootstrap,
     image_auroc,
     pixel_auroc,
     pixel_bootstrap,
@@ -89,6 +90,38 @@ def image_metrics(labels: np.ndarray, scores: np.ndarray, patients: np.ndarray, 
     else:
         reason = f"only {n_patients} test patient(s): no patient-level interval"
     return {**summarize(labels, scores, specificity=specificity), "intervals": reason}
+
+
+def operating_point_metrics(
+    labels: np.ndarray, scores: np.ndarray, patients: np.ndarray, threshold: float
+) -> dict:
+    """Sensitivity and specificity of the test split at the stored threshold, with 95 % patient-bootstrap
+    intervals when there are at least MIN_PATIENTS_FOR_INTERVALS test patients."""
+    flagged = rules.flag(scores, threshold)
+    out = {
+        "test_sensitivity": float(flagged[labels == 1].mean()),
+        "test_specificity": float((~flagged[labels == 0]).mean()),
+    }
+    if len(set(patients.tolist())) < MIN_PATIENTS_FOR_INTERVALS:
+        return out
+
+    def sensitivity(y, s):
+        if not (y == 1).any():
+            raise DegenerateSampleError("no anomalous image in this resample")
+        return float(rules.flag(s[y == 1], threshold).mean())
+
+    def specificity(y, s):
+        if not (y == 0).any():
+            raise DegenerateSampleError("no normal image in this resample")
+        return float((~rules.flag(s[y == 0], threshold)).mean())
+
+    for name, fn in (("test_sensitivity", sensitivity), ("test_specificity", specificity)):
+        try:
+            result = bootstrap(fn, labels, scores, groups=patients)
+        except (DegenerateSampleError, MetricInputError):
+            continue
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = result.interval
+    return out
 
 
 def study_scores(patients: np.ndarray, labels: np.ndarray, scores: np.ndarray, aggregation: StudyAggregation):
@@ -154,8 +187,8 @@ def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
         "threshold": threshold,
         "threshold_rule": serving.calibration.rule,
         "map_floor": serving.calibration.map_floor,
-        "test_sensitivity": float(flagged[anomalous].mean()),
-        "test_specificity": float((~flagged[normal]).mean()),
+        **operating_point_metrics(test.labels, result.scores, test.patients, threshold),
+        "operating_point": serving.calibration.operating_point(),
         "seconds_per_image": seconds / max(len(test), 1),
     }
     if serving.kind == "volume":

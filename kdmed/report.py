@@ -81,8 +81,9 @@ def _record_lines(result: StudyResult, context: ReviewContext, flagged: np.ndarr
         else f"Study {'FLAGGED for review' if study_flagged else 'not flagged'}",
         f"Study score {result.study_score:.4g} ({serving.aggregation.how} of the slice scores); "
         f"{int(flagged.sum())} of {len(result.scores)} slices flagged{_unscored(result)}.",
-        f"Operating threshold {context.operating_threshold:.4g} (calibrated {result.threshold:.4g}, "
-        f"{calibration.rule} rule, target specificity {calibration.target_specificity}).",
+        f"Operating threshold {context.operating_threshold:.4g} (calibrated {result.threshold:.4g}: "
+        f"{calibration.operating_point()}"
+        + ("; moved by the reader)." if context.operating_threshold != result.threshold else ")."),
         f"Model: {card.method} / {card.backbone}, trained on '{card.dataset}' "
         f"on {card.trained_at[:10]}; file {context.model_file}.",
         f"Study: {described}.",

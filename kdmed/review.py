@@ -43,6 +43,7 @@ class CatalogueEntry:
             "trained on": f"{card.dataset} ({'3D volumes' if serving.kind == 'volume' else '2D images'})",
             "trained at": card.trained_at,
             "threshold": f"{v.threshold:.4g} ({v.rule} rule)",
+            "operating point": v.operating_point(),
             "validation specificity": f"{pct(v.validation_specificity)} of {v.validation_normals} normals",
             "validation sensitivity": pct(v.validation_sensitivity),
             "study score": f"{serving.aggregation.how} of the slice scores"

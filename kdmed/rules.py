@@ -5,6 +5,8 @@ serving alike.
   the highest score still called normal; NaN (a slice not scored) is never flagged.
 - Specificity threshold: the k-th lowest normal score, k = ceil(target x n) (`specificity_threshold`), so
   at least the target share of normals is at or below it and, by the tie rule, not flagged.
+- Sensitivity threshold: just below the k-th highest anomaly score, k = ceil(target x n)
+  (`sensitivity_threshold`): the highest threshold that flags at least the target share of anomalies.
 - Study score: the maximum of the scored slices, or the mean of the `top_k` highest (`aggregate_study`).
 - Heat-map scale: one divisor per study, its largest map value floored at the normal map level stored in
   the checkpoint (`heat_scale`); the app, `kdmed score` overlays, the PDF, the evaluate panel and the
@@ -34,6 +36,16 @@ def specificity_threshold(normal_scores, target_specificity: float) -> float:
     # Round away float noise (0.95 * 20 must give 19, not 20) before taking the ceiling.
     k = max(1, math.ceil(round(float(target_specificity) * scores.size, 9)))
     return float(scores[k - 1])
+
+
+def sensitivity_threshold(anomaly_scores, target_sensitivity: float) -> float:
+    """The highest threshold t that still flags at least `target_sensitivity` of the anomalies (score > t):
+    just below the k-th highest anomaly score, k = ceil(target x n)."""
+    scores = np.sort(np.asarray(anomaly_scores, dtype=np.float64))[::-1]
+    if scores.size == 0:
+        raise ValueError("cannot set a sensitivity threshold without anomaly scores")
+    k = max(1, math.ceil(round(float(target_sensitivity) * scores.size, 9)))
+    return float(np.nextafter(scores[k - 1], -np.inf))
 
 
 def aggregate_study(scores, aggregation: StudyAggregation) -> float:

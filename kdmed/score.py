@@ -56,6 +56,7 @@ def score_source(
         _make_folder(out)
     report: dict[str, Any] = {"source": _label(source), "model": model_info(model, checkpoint.header)}
     report["threshold"] = checkpoint.threshold
+    report["operating_point"] = checkpoint.serving.calibration.operating_point()
     if study is None:
         return report | _score_images(checkpoint, images, source, out, batch_size)
     result = score_study(checkpoint, study, batch_size=batch_size)

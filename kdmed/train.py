@@ -300,14 +300,17 @@ def train_stage(params: Params, dataset: str, method: str) -> dict:
     seconds = time.perf_counter() - started
     detector.load_state_dict({**detector.state_dict(), **state.best_state}, strict=True)
     validation = predict_images(detector, val_set.images, batch_size, amp)
-    normal = val_set.labels == 0
+    normal, anomalous = val_set.labels == 0, val_set.labels == 1
     calibration = calibrate(
         validation.scores[normal],
-        validation.scores[val_set.labels == 1],
+        validation.scores[anomalous],
         params.train.calibration_rule,
         params.train.target_specificity,
         normal_maps=validation.maps[normal],
         map_floor_quantile=params.train.map_floor_quantile,
+        target_sensitivity=params.train.target_sensitivity,
+        normal_patients=val_set.patients[normal],
+        anomaly_patients=val_set.patients[anomalous],
     )
     data_summary = json.loads((Path(processed) / dataset / "summary.json").read_text())
     header = checkpoint_header(
@@ -361,6 +364,9 @@ def checkpoint_header(
             upper_percentile=params.preprocess.upper_percentile,
             crop_foreground=params.preprocess.crop_foreground,
             crop_margin=params.preprocess.crop_margin,
+            normalization=params.preprocess.normalization,
+            robust_iqr_multiple=params.preprocess.robust_iqr_multiple,
+            resample_mm=params.preprocess.resample_mm,
         ),
         calibration=calibration,
         aggregation=StudyAggregation(params.train.study_aggregation, params.train.top_k),

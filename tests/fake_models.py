@@ -80,6 +80,9 @@ def _preprocess_fields() -> dict:
         "upper_percentile": config.upper_percentile,
         "crop_foreground": config.crop_foreground,
         "crop_margin": config.crop_margin,
+        "normalization": config.normalization,
+        "robust_iqr_multiple": config.robust_iqr_multiple,
+        "resample_mm": config.resample_mm,
     }
 
 

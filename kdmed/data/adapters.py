@@ -33,9 +33,10 @@ class StudyRecord:
     mask: str = ""  # abnormality mask (2D) or segmentation volume; "" when none
     group: str = ""  # class or folder name, for reporting
     is_volume: bool = False
+    brain_mask: str = ""  # volumes: voxels outside it (label 0) are set to background before anything else
 
 
-VOLUME_ADAPTERS = frozenset({"brats"})  # adapters whose studies are 3D volumes scored slice by slice
+VOLUME_ADAPTERS = frozenset({"brats", "ixi"})  # adapters whose studies are 3D volumes scored slice by slice
 
 
 def adapter_reads_volumes(adapter: str) -> bool:
@@ -57,6 +58,8 @@ def index_dataset(config: DatasetConfig, seed: int) -> list[StudyRecord]:
         "oct2017": index_oct2017,
         "wbc": index_wbc,
         "folders": index_folders,
+        "class_folders": index_class_folders,
+        "ixi": index_ixi,
     }
     records = adapters[config.adapter](root, config, seed)
     if not records:
@@ -123,20 +126,32 @@ def _find_one(folder: Path, patterns: list[str]) -> Path | None:
 
 
 def index_brats(root: Path, config: DatasetConfig, seed: int) -> list[StudyRecord]:
-    """BraTS case folders: 2021 naming (`<case>_flair.nii.gz`, `<case>_seg.nii.gz`) or 2015 naming
-    (`Flair_*.nii.gz`, `OTMultiClass.nii.gz`)."""
+    """BraTS case folders under `root` and every `extra_roots` folder, split by patient together: 2021
+    naming (`<case>_flair.nii.gz`, `<case>_seg.nii.gz`), 2015 naming (`Flair_*.nii.gz`,
+    `OTMultiClass.nii.gz`) or the 2018 redistribution's (`FLAIR.nii.gz`, `GT_W.nii.gz`)."""
     modality = re.escape(config.modality)
     nii = r"\.nii(\.gz)?"
     records = []
-    for case in sorted(p for p in root.iterdir() if p.is_dir()):
+    roots = [root, *(Path(extra) for extra in config.extra_roots)]
+    for folder in roots[1:]:
+        if not folder.is_dir():
+            raise DatasetError(f"BraTS extra root '{folder}' does not exist; fix 'extra_roots' in params.")
+    cases = [case for folder in roots for case in sorted(p for p in folder.iterdir() if p.is_dir())]
+    names = [case.name for case in cases]
+    if len(set(names)) != len(names):
+        raise DatasetError(
+            f"BraTS case names repeat across {[str(r) for r in roots]}: patients must be unique."
+        )
+    for case in cases:
         image = _find_one(case, [rf".*_{modality}{nii}", rf"{modality}(_.*)?{nii}"])
         if image is None:
             continue
-        seg = _find_one(case, [rf".*_seg{nii}", rf"OTMultiClass{nii}", rf".*seg.*{nii}"])
+        seg = _find_one(case, [rf".*_seg{nii}", rf"OTMultiClass{nii}", rf"GT(_.*)?{nii}", rf".*seg.*{nii}"])
         if seg is None:
             raise DatasetError(
                 f"BraTS case '{case}' has a {config.modality} volume but no segmentation "
-                f"(expected '*_seg.nii.gz' or 'OTMultiClass.nii.gz'); slices cannot be labelled without it."
+                f"(expected '*_seg.nii.gz', 'OTMultiClass.nii.gz' or 'GT_W.nii.gz'); slices cannot be "
+                "labelled without it."
             )
         records.append(
             StudyRecord(
@@ -333,6 +348,89 @@ def index_folders(root: Path, config: DatasetConfig, seed: int) -> list[StudyRec
     if not any(r.label == 0 for r in records):
         raise DatasetError(f"no normal images in '{root / config.normal_dir}'.")
     return _split_labelled(records, config, seed)
+
+
+def index_class_folders(root: Path, config: DatasetConfig, seed: int) -> list[StudyRecord]:
+    """One folder per class; `normal_class_names` are normal. With `<root>/train/` and `<root>/test/`
+    class folders (a source's own split, e.g. brain MRI 2D) those splits are kept and validation is carved
+    from the training patients; otherwise (e.g. PBC) normals are split by the fractions and anomalies go
+    to validation and test only. Each image is its own patient (the sources give no patient id)."""
+    normal = {name.lower() for name in config.normal_class_names}
+    own_split = (root / "train").is_dir() and (root / "test").is_dir()
+    sources = [(root / "train", "train"), (root / "test", "test")] if own_split else [(root, "")]
+    records = []
+    for base, split in sources:
+        for class_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+            label = 0 if class_dir.name.lower() in normal else 1
+            if split == "train" and label == 1 and _images_in(class_dir):
+                raise DatasetError(
+                    f"class folders: '{class_dir}' holds anomalies in the training split; training uses "
+                    f"normal classes only ({sorted(normal)})."
+                )
+            records += [
+                StudyRecord(
+                    image=str(p),
+                    label=label,
+                    patient=f"{split or 'all'}/{class_dir.name}/{p.stem}",
+                    split=split,
+                    group=class_dir.name,
+                )
+                for p in _images_in(class_dir)
+            ]
+    found = {r.group.lower() for r in records}
+    if not normal & found:
+        raise DatasetError(
+            f"class folders under '{root}': no normal class folder {sorted(normal)} among {sorted(found)}."
+        )
+    if own_split:
+        return _carve_validation([r for r in records if r.split == "train"], _fractions(config), seed) + [
+            r for r in records if r.split == "test"
+        ]
+    return _split_labelled(records, config, seed)
+
+
+def index_ixi(root: Path, config: DatasetConfig, seed: int) -> list[StudyRecord]:
+    """Healthy volunteers' volumes `<root>/T1/<subject>_T1.nii.gz` (IXI as processed by NiChart), each
+    brain-masked by its parcellation `<root>/DLMUSE/<subject>_T1_DLMUSE.nii.gz` (label > 0 = brain):
+    normal studies only, split by subject. Pair with `test_from` for a test set with lesions."""
+    modality = config.modality.upper()
+    folder = root / modality
+    if not folder.is_dir():
+        raise DatasetError(
+            f"IXI layout: '{folder}' is missing (set 'modality' to the sequence folder, e.g. t1)."
+        )
+    records = []
+    for image in sorted(folder.glob(f"*_{modality}.nii.gz")):
+        subject = image.name.removesuffix(f"_{modality}.nii.gz")
+        mask = root / "DLMUSE" / f"{subject}_{modality}_DLMUSE.nii.gz"
+        if not mask.is_file():
+            raise DatasetError(
+                f"IXI subject '{subject}' has no brain parcellation '{mask}'; it cannot be masked."
+            )
+        records.append(
+            StudyRecord(
+                image=str(image),
+                label=0,
+                patient=subject,
+                group="healthy",
+                is_volume=True,
+                brain_mask=str(mask),
+            )  # fmt: skip
+        )
+    if not records:
+        raise DatasetError(f"IXI layout: no '*_{modality}.nii.gz' volume in '{folder}'.")
+    splits = split_patients([r.patient for r in records], _fractions(config), seed)
+    return [replace(r, split=splits[r.patient]) for r in records]
+
+
+def with_test_from(records: list[StudyRecord], other: list[StudyRecord], name: str) -> list[StudyRecord]:
+    """This dataset's train and validation studies with every study of dataset `name` as the test split
+    (cross-site testing); patient ids get the other dataset's name so none can collide."""
+    own = [r for r in records if r.split != "test"]
+    moved = [replace(r, split="test", patient=f"{name}:{r.patient}") for r in other]
+    if not moved:
+        raise DatasetError(f"'test_from: {name}' gives no studies; check that dataset's settings.")
+    return own + moved
 
 
 def _fractions(config: DatasetConfig) -> tuple[float, float, float]:

@@ -21,7 +21,7 @@ import numpy as np
 from kdmed import atomic
 from kdmed.config import DatasetConfig, Params
 from kdmed.contract import SCORED, SlicePolicy
-from kdmed.data.adapters import SPLITS, StudyRecord, index_dataset
+from kdmed.data.adapters import SPLITS, StudyRecord, check_patient_splits, index_dataset, with_test_from
 from kdmed.data.transforms import build_image_transform, build_volume_transform, collapse_grey, to_uint8
 from kdmed.errors import DatasetError
 
@@ -42,7 +42,9 @@ def study_items(record: StudyRecord, params: Params, config: DatasetConfig) -> t
     size = params.common.image_size
     if record.is_volume:
         transform = build_volume_transform(params.preprocess, slice_policy(config), size)
-        every = transform({"image": record.image, "mask": record.mask or None})
+        every = transform(
+            {"image": record.image, "mask": record.mask or None, "brain_mask": record.brain_mask or None}
+        )
         items = [item for item in every if item["status"] == SCORED]
         for item in items:
             item["name"] = f"{record.patient}/slice_{item['slice']:03d}"
@@ -59,10 +61,30 @@ def study_items(record: StudyRecord, params: Params, config: DatasetConfig) -> t
     return [item], 0
 
 
+def dataset_records(name: str, params: Params) -> tuple[list[StudyRecord], dict]:
+    """The dataset's indexed studies, with the test split taken from another dataset (`test_from`) and
+    near-duplicates removed (`dedup_distance`) when asked; and what that did, for summary.json."""
+    config = params.dataset(name)
+    records = index_dataset(config, params.common.seed)
+    notes: dict = {}
+    if config.test_from:
+        if config.test_from == name:
+            raise DatasetError(f"dataset '{name}': 'test_from' names the dataset itself; name another one.")
+        other = index_dataset(params.dataset(config.test_from), params.common.seed)
+        records = with_test_from(records, other, config.test_from)
+        notes["test_from"] = config.test_from
+    if config.dedup_distance >= 0:
+        from kdmed.data.dedup import deduplicate
+
+        records, notes["deduplication"] = deduplicate(records, config.dedup_distance)
+    check_patient_splits(records)
+    return records, notes
+
+
 def preprocess_dataset(name: str, params: Params) -> dict:
     """Run the stage for one dataset; returns the summary also written to summary.json."""
     config = params.dataset(name)
-    records = index_dataset(config, params.common.seed)
+    records, notes = dataset_records(name, params)
     rows: dict[str, list[dict]] = defaultdict(list)
     dropped = outside_policy = 0
     for record in records:
@@ -84,6 +106,7 @@ def preprocess_dataset(name: str, params: Params) -> dict:
         "root": config.root,
         "channels": channels,
         "image_size": params.common.image_size,
+        **notes,
         "dropped_anomalous_training_slices": dropped,
         "lesion_slices_outside_slice_policy": outside_policy,
         "splits": {},

@@ -128,20 +128,41 @@ def to_unit_range(image: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------- dictionary wrappers
 
 
-class NormalizeForegroundd(MapTransform):
-    """Percentile normalisation inside the foreground (non-background voxels). No separate brain mask is
-    used, because uploads come without one and serving must match training exactly."""
+def normalize_robust(image: np.ndarray, foreground: np.ndarray, iqr_multiple: float) -> np.ndarray:
+    """The foreground's median to 0.5 and `iqr_multiple` x its interquartile range to a full unit,
+    clipped to [0, 1]; background 0. The median and quartiles are those of the (mostly healthy) tissue,
+    so a large bright lesion does not rescale the rest as an upper percentile would."""
+    values = image[foreground]
+    if values.size == 0:
+        raise StudyReadError(
+            "the study has no foreground voxels (an empty or constant image); nothing to score."
+        )
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    spread = iqr_multiple * float(q3 - q1) or 1.0
+    out = np.clip(0.5 + (image - median) / spread, 0.0, 1.0).astype(np.float32)
+    out[~foreground] = 0.0
+    return out
 
-    def __init__(self, keys, lower: float, upper: float):
+
+class NormalizeForegroundd(MapTransform):
+    """Intensity normalisation inside the foreground (non-background voxels): percentiles, or the robust
+    median / interquartile rule. No separate brain mask is used, because uploads come without one and
+    serving must match training exactly."""
+
+    def __init__(self, keys, settings: Preprocessing | PreprocessConfig):
         super().__init__(keys, allow_missing_keys=False)
-        self.lower, self.upper = lower, upper
+        self.settings = settings
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
+        s = self.settings
         for key in self.key_iterator(d):
             image = np.asarray(d[key], dtype=np.float32)
             foreground = foreground_mask(image[0])[None]
-            d[key] = normalize_percentiles(image, foreground, self.lower, self.upper)
+            if s.normalization == "robust":
+                d[key] = normalize_robust(image, foreground, s.robust_iqr_multiple)
+            else:
+                d[key] = normalize_percentiles(image, foreground, s.lower_percentile, s.upper_percentile)
             d["foreground"] = foreground[0]
         return d
 
@@ -228,16 +249,62 @@ class LoadStudyd(MapTransform):
         return d
 
 
+class BrainMaskd(MapTransform):
+    """Training data only (IXI): voxels outside the subject's brain parcellation (`brain_mask` <= 0) get
+    the background value 0, so healthy heads look like the skull-stripped volumes a model is served."""
+
+    def __init__(self):
+        super().__init__(["image"])
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        if "brain_mask" not in d:
+            return d
+        brain = np.asarray(d.pop("brain_mask")) > 0
+        if brain.shape != np.asarray(d["image"]).shape:
+            raise StudyReadError(
+                f"brain mask shape {brain.shape[1:]} differs from the volume's {np.asarray(d['image']).shape[1:]}"
+            )
+        d["image"] = np.where(brain, d["image"], 0.0).astype(np.float32)
+        return d
+
+
+class ResampleIsotropicd(MapTransform):
+    """Volumes to `mm` isotropic voxels (trilinear for the image, nearest for masks), from the loaded
+    study's spacing; identity when the grid already has that spacing or `mm` is 0."""
+
+    def __init__(self, mm: float):
+        super().__init__(["image", "mask", "brain_mask"], allow_missing_keys=True)
+        self.mm = mm
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        if not self.mm:
+            return d
+        zoom = np.asarray(d["image_study"].spacing[:3], dtype=np.float64) / self.mm
+        if np.allclose(zoom, 1.0, atol=1e-3):
+            return d
+        from scipy import ndimage
+
+        for key in self.key_iterator(d):
+            order = 1 if key == "image" else 0
+            d[key] = np.stack([ndimage.zoom(np.asarray(c), zoom, order=order) for c in np.asarray(d[key])])
+        return d
+
+
 def volume_steps(settings: Preprocessing | PreprocessConfig, policy: SlicePolicy) -> Compose:
-    """The whole-volume steps: load -> channel first -> foreground percentile normalisation -> square
-    foreground crop box. The result dict holds `image`, `foreground`, `crop_box` and `view_shape`.
-    `settings`: the checkpoint's `Preprocessing` when serving, params' `preprocess` section when
-    preprocessing (the same four fields)."""
+    """The whole-volume steps: load -> channel first -> (brain mask, training only) -> resample ->
+    foreground normalisation -> square foreground crop box. The result dict holds `image`, `foreground`,
+    `crop_box` and `view_shape`. `settings`: the checkpoint's `Preprocessing` when serving, params'
+    `preprocess` section when preprocessing (the same fields)."""
+    keys = ["image", "mask", "brain_mask"]
     return Compose(
         [
-            LoadStudyd(["image", "mask"]),
-            EnsureChannelFirstd(["image", "mask"], channel_dim="no_channel", allow_missing_keys=True),
-            NormalizeForegroundd(["image"], settings.lower_percentile, settings.upper_percentile),
+            LoadStudyd(keys),
+            EnsureChannelFirstd(keys, channel_dim="no_channel", allow_missing_keys=True),
+            BrainMaskd(),
+            ResampleIsotropicd(settings.resample_mm),
+            NormalizeForegroundd(["image"], settings),
             CropSquareForegroundd(
                 ["image"], axis=policy.axis, margin=settings.crop_margin, enabled=settings.crop_foreground
             ),
