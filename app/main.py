@@ -50,8 +50,14 @@ st.title("kdmed: anomaly screening review")
 
 
 @st.cache_resource(show_spinner="Loading model...", max_entries=4)
-def cached_checkpoint(path: str):
+def _loaded_checkpoint(path: str, size: int, mtime_ns: int):
     return load_checkpoint(path)
+
+
+def cached_checkpoint(path: str):
+    """The model at `path`, loaded once per file version (a retrained file is loaded again)."""
+    stat = os.stat(path)
+    return _loaded_checkpoint(path, stat.st_size, stat.st_mtime_ns)
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
@@ -124,7 +130,8 @@ def read_study(files: list[tuple[str, bytes]], key: str):
 
 def scored(study, key: str, model_path: str) -> dict:
     """Score once per (upload, series, model) and keep the result in this session's state only."""
-    token = (key, study.metadata.series_uid, model_path)
+    stat = os.stat(model_path)  # a retrained file at the same path scores again
+    token = (key, study.metadata.series_uid, model_path, stat.st_size, stat.st_mtime_ns)
     held = st.session_state.get("scored")
     if held is None or held[0] != token:
         checkpoint = cached_checkpoint(model_path)

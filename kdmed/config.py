@@ -102,6 +102,8 @@ class DatasetConfig:
     # 2D images: drop near-duplicates by perceptual hash (DCT pHash, 64 bits) within `dedup_distance` bits;
     # -1 disables. The report lands in summary.json (how many, and how many crossed train and test)
     dedup_distance: int = -1
+    # the operating point's rule for this dataset's models ("" = train.calibration_rule)
+    calibration_rule: Literal["", "specificity", "sensitivity", "f1"] = ""
     split: SplitConfig = field(default_factory=SplitConfig)
     max_images_per_split: int = 0  # 0 keeps all; otherwise a seeded per-split cap (fast experiments)
     # published numbers to print beside this dataset's results (`kdmed summary --markdown`), see kdmed.published
@@ -415,6 +417,14 @@ class Params:
             require(name in self.datasets, "pipeline.datasets", name, f"one of {sorted(self.datasets)}")
         for name in self.pipeline.methods:
             require(name in self.method_names(), "pipeline.methods", name, f"one of {self.method_names()}")
+        for name, dataset in self.datasets.items():
+            if dataset.test_from:
+                require(
+                    dataset.test_from in self.datasets and dataset.test_from != name,
+                    f"datasets.{name}.test_from",
+                    dataset.test_from,
+                    f"another dataset, one of {sorted(set(self.datasets) - {name})}",
+                )
         for name in self.localize.datasets:
             require(name in self.datasets, "localize.datasets", name, f"one of {sorted(self.datasets)}")
         for dataset, methods in self.method_overrides.items():

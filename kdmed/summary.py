@@ -62,7 +62,7 @@ def markdown_table(params: Params) -> str:
             lines.append(f"| {row['dataset']} | {row['method']} | not evaluated yet | | | | | | |")
             continue
         published = params.dataset(row["dataset"]).published
-        sens_spec = f"{_cell(m.get('test_sensitivity'))} / {_cell(m.get('test_specificity'))}"
+        sens_spec = f"{_with_interval(m, 'test_sensitivity')} / {_with_interval(m, 'test_specificity')}"
         counts = f"{m.get('test_normal', '?')} / {m.get('test_anomalous', '?')}"
         lines.append(
             f"| {row['dataset']} | {row['method']} | {m.get('backbone', '?')} | {_with_interval(m, 'image_auroc')} "

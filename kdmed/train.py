@@ -304,7 +304,7 @@ def train_stage(params: Params, dataset: str, method: str) -> dict:
     calibration = calibrate(
         validation.scores[normal],
         validation.scores[anomalous],
-        params.train.calibration_rule,
+        params.dataset(dataset).calibration_rule or params.train.calibration_rule,
         params.train.target_specificity,
         normal_maps=validation.maps[normal],
         map_floor_quantile=params.train.map_floor_quantile,

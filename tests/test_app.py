@@ -243,3 +243,23 @@ def test_the_study_is_read_once_and_kept_apart_from_the_model(monkeypatch, tmp_p
     assert "explanation" not in app.session_state
     app.selectbox(key="model").set_value(1 - stpm).run()
     assert not app.exception and len(reads) == 1 and len(headers) == 4  # cached: neither re-read
+
+
+def test_slices_outside_the_trained_range_are_shown_as_such_and_never_flagged(monkeypatch, tmp_path):
+    path = tmp_path / "demo" / "stpm" / "model.safetensors"
+    write_checkpoint(path, "volume", threshold=-1.0, slice_range=(4, 8))  # every scored slice flags
+    app = upload(start(monkeypatch, tmp_path), [("study.nii", nifti_bytes())])
+    assert "of 4 scored slices flagged" in app.subheader[0].value
+    captions = [c.value for c in app.caption]
+    assert any("8 of 12 slices were not scored" in c and "slices 4 to 7" in c for c in captions)
+    assert any(
+        c.startswith("Operating point: threshold -1") and "target specificity 95 %" in c for c in captions
+    )
+    app.slider(key="slice").set_value(10).run()
+    assert app.image[0].captions[0] == "slice 10: not scored (outside the trained range)"
+    rows = app.session_state["report_csv"].decode().strip().splitlines()[1:]
+    outside = [r for r in rows if "outside the trained range" in r]
+    assert len(outside) == 8 and all(r.split(",")[5] == "0" for r in outside)
+    write_checkpoint(path, "volume", slice_range=(20, 30))  # a model for other slices entirely
+    app = upload(start(monkeypatch, tmp_path), [("study.nii", nifti_bytes())])
+    assert app.subheader[0].value.startswith("Study not scored: none of its 12 slices")

@@ -167,3 +167,15 @@ def test_method_overrides_apply_to_one_dataset_only(tmp_path):
 def test_bad_method_overrides_are_named(tmp_path, overrides, key):
     with pytest.raises(ConfigError, match=key):
         load_params(write_params(tmp_path, lambda d: d.update(method_overrides=overrides)))
+
+
+def test_the_real_profile_loads_and_a_test_split_source_must_exist(tmp_path):
+    real = load_params(REPO / "real" / "params.yaml")
+    assert real.dataset("brats").calibration_rule == "sensitivity"
+    assert real.dataset("ixi_t1").test_from == "brats2018_t1" and real.preprocess.normalization == "robust"
+    data = yaml.safe_load((REPO / "real" / "params.yaml").read_text())
+    data["datasets"]["ixi_t1"]["test_from"] = "no_such_dataset"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"datasets.ixi_t1.test_from.*no_such_dataset"):
+        load_params(path)

@@ -87,16 +87,15 @@ def test_serving_reproduces_the_evaluated_scores_of_every_demo_test_slice(tiny_b
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_serving_reproduces_the_evaluated_scores_of_a_real_brats_test_patient(shared_data, tmp_path):
-    """The real stages on the real BraTS 2015 volumes (one patient per split, as `make real` splits them),
-    a small STPM; then the test patient's FLAIR volume scored from its file."""
+    """The real stages and settings (robust normalisation, 1 mm grid, slice policy) on the real BraTS
+    2015 volumes (one patient per split), a small STPM; then the test patient's FLAIR scored from its file."""
     from kdmed.data.preprocess import preprocess_dataset
 
     repo = Path(__file__).resolve().parents[1]
     data = yaml.safe_load((repo / "real" / "params.yaml").read_text())
     data["common"]["image_size"] = 64
-    data["datasets"] = {
-        "brats2015": {**data["datasets"]["brats2015"], "root": str(shared_data / "brats2015")}
-    }
+    brats = {**data["datasets"]["brats"], "root": str(shared_data / "brats2015"), "extra_roots": []}
+    data["datasets"] = {"brats2015": {**brats, "split": {"train": 0.34, "val": 0.33, "test": 0.33}}}
     data["pipeline"].update(datasets=["brats2015"], methods=["stpm"])
     data["method_overrides"] = {"brats2015": {}}
     data["methods"]["stpm"].update(backbone="resnet18", weights="random", batch_size=16)

@@ -32,11 +32,11 @@ def test_markdown_table_shows_intervals_and_bmad_numbers(tmp_path):
         "test_normal": 19,
         "test_anomalous": 71,
     }
-    out = tmp_path / "reports" / "brats2015" / "rd4ad"
+    out = tmp_path / "reports" / "brats" / "rd4ad"
     out.mkdir(parents=True)
     (out / "metrics.json").write_text(json.dumps(metrics))
     table = markdown_table(params).splitlines()
-    brats = next(line for line in table if line.startswith("| brats2015 | rd4ad"))
+    brats = next(line for line in table if line.startswith("| brats | rd4ad"))
     assert "91.2 [85.0, 95.0]" in brats and "| 97.0 |" in brats and "| - |" in brats
     assert "89.5 / 96.5 / 85.9" in brats  # BMAD RD4AD on BraTS 2021
     assert "80.0 / 90.0" in brats and "19 / 71" in brats
