@@ -232,7 +232,8 @@ if unscored:
     policy = checkpoint.serving.slice_policy
     st.caption(
         f"{unscored} of {len(result.scores)} slices were not scored: the model was trained and evaluated on "
-        f"{policy.describe()}; slices outside that are shown as outside the trained range, never flagged."
+        f"{policy.describe()}; the others are shown as not scored (outside the trained range, or too little "
+        "tissue) and are never flagged."
     )
 if level != 0.5:
     change = int(flagged.sum()) - calibrated_count
