@@ -43,6 +43,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(json.dumps(evaluate_stage(_params(args), args.dataset, args.method), indent=2))
 
 
+def cmd_transfer(args: argparse.Namespace) -> None:
+    from kdmed.evaluate import transfer_stage
+
+    print(json.dumps(transfer_stage(_params(args), args.name), indent=2))
+
+
+def cmd_ensemble(args: argparse.Namespace) -> None:
+    from kdmed.ensemble import ensemble_stage
+
+    print(json.dumps(ensemble_stage(_params(args), args.name), indent=2))
+
+
 def cmd_localize(args: argparse.Namespace) -> None:
     from kdmed.localize.stage import localize_stage
 
@@ -99,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
         command = add(name, handler, text)
         command.add_argument("--dataset", required=True)
         command.add_argument("--method", required=True)
+    add(
+        "transfer", cmd_transfer, "score another dataset's test split with a model (transfers.<name>)"
+    ).add_argument("--name", required=True, help="a key under 'transfers' in the params file")
+    add(
+        "ensemble", cmd_ensemble, "combine the methods' test scores of a dataset or transfer into one"
+    ).add_argument("--name", required=True, help="a dataset, or a key under 'transfers'")
     add(
         "localize",
         cmd_localize,

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
+from kdmed.augment import AUGMENTATIONS
 from kdmed.config_schema import build, require, to_plain
 from kdmed.data.demo import BrainDemoSpec, DemoSpec, OctDemoSpec, WbcDemoSpec
 from kdmed.errors import ConfigError
@@ -142,6 +143,9 @@ class PreprocessConfig:
     normalization: Literal["percentile", "robust"] = "percentile"
     robust_iqr_multiple: float = 6.0
     resample_mm: float = 0.0  # volumes: resample to this isotropic voxel size first (0 = keep the grid)
+    # 2D RGB images: "reinhard" moves each image's colour statistics to one reference (kdmed.data.stain),
+    # for microscopy from other labs and stains; "none" keeps the colours
+    stain_normalization: Literal["none", "reinhard"] = "none"
 
     def __post_init__(self) -> None:
         require(
@@ -310,6 +314,9 @@ class TrainConfig:
     max_train_images: int = 0  # 0 trains on every normal training slice
     out_dir: str = "models"
     validate_every: int = 1  # epochs between checkpoint-selection passes on held-out normals
+    # > 0: this many selection passes spread evenly over the run instead (a tiny dataset has hundreds of
+    # one-step epochs, and a pass every few of them costs as much as the training)
+    selection_passes: int = 0
     # which weights to keep: the lowest selection value on held-out normals, or the last epoch (what the
     # official RD4AD and MKD scripts save)
     checkpoint: Literal["best_validation", "last"] = "best_validation"
@@ -325,6 +332,9 @@ class TrainConfig:
     study_aggregation: Literal["max", "topk_mean"] = "max"  # slice scores -> study score
     top_k: int = 3
     map_floor_quantile: float = 0.95  # normal map level: this quantile of validation normals' map maxima
+    # training-time augmentation of the normals (kdmed.augment): some of hflip, vflip, rot90, intensity;
+    # empty (the official recipes) keeps the teacher-feature cache
+    augment: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "train.epochs", self.epochs, ">= 1")
@@ -337,7 +347,15 @@ class TrainConfig:
         )
         require(self.max_train_images >= 0, "train.max_train_images", self.max_train_images, ">= 0")
         require(self.validate_every >= 1, "train.validate_every", self.validate_every, ">= 1")
+        require(
+            self.selection_passes >= 0,
+            "train.selection_passes",
+            self.selection_passes,
+            ">= 0 (0 = validate_every)",
+        )
         require(self.top_k >= 1, "train.top_k", self.top_k, ">= 1")
+        for name in self.augment:
+            require(name in AUGMENTATIONS, "train.augment", name, f"one of {', '.join(AUGMENTATIONS)}")
         require(
             0.5 <= self.target_sensitivity <= 1.0,
             "train.target_sensitivity",
@@ -391,11 +409,28 @@ class LocalizeConfig:
 
 
 @dataclass(frozen=True)
+class TransferConfig:
+    """One model scored on another dataset's test split (`kdmed transfer`): for example a WBC model trained
+    in one lab, tested on another lab's cells. Its reports go to
+    `<evaluate.out_dir>/<model>_to_<test>/<method>/`."""
+
+    model: str  # the dataset the model was trained on
+    test: str  # the dataset whose test split it scores
+    method: str
+
+    @property
+    def report(self) -> str:
+        return f"{self.model}_to_{self.test}"
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """The dataset x method matrix that `dvc repro` runs."""
 
     datasets: tuple[str, ...] = ("brain", "oct", "wbc")
     methods: tuple[str, ...] = ("stpm",)
+    # report folders (datasets, or transfers' <model>_to_<test>) whose methods' scores `kdmed ensemble` combines
+    ensembles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -411,6 +446,7 @@ class Params:
     # per dataset, per method: settings merged over `methods.<method>` for that dataset only
     method_overrides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     localize: LocalizeConfig = field(default_factory=LocalizeConfig)
+    transfers: dict[str, TransferConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in self.pipeline.datasets:
@@ -425,6 +461,29 @@ class Params:
                     dataset.test_from,
                     f"another dataset, one of {sorted(set(self.datasets) - {name})}",
                 )
+        for name, transfer in self.transfers.items():
+            for key in ("model", "test"):
+                require(
+                    getattr(transfer, key) in self.datasets,
+                    f"transfers.{name}.{key}",
+                    getattr(transfer, key),
+                    f"one of {sorted(self.datasets)}",
+                )
+            require(
+                transfer.model != transfer.test,
+                f"transfers.{name}.test",
+                transfer.test,
+                "another dataset than the model's (that is the plain evaluate stage)",
+            )
+            require(
+                transfer.method in self.method_names(),
+                f"transfers.{name}.method",
+                transfer.method,
+                f"one of {self.method_names()}",
+            )
+        reports = set(self.datasets) | {t.report for t in self.transfers.values()}
+        for name in self.pipeline.ensembles:
+            require(name in reports, "pipeline.ensembles", name, f"one of {sorted(reports)}")
         for name in self.localize.datasets:
             require(name in self.datasets, "localize.datasets", name, f"one of {sorted(self.datasets)}")
         for dataset, methods in self.method_overrides.items():

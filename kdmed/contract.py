@@ -60,6 +60,7 @@ class Preprocessing:
     normalization: Literal["percentile", "robust"] = "percentile"
     robust_iqr_multiple: float = 6.0
     resample_mm: float = 0.0
+    stain_normalization: Literal["none", "reinhard"] = "none"
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ class TrainingRecord:
     seconds: float = 0.0
     device: str = "cpu"
     amp: str = "off"
+    augment: tuple[str, ...] = ()  # kdmed.augment transforms used in training (empty: none)
 
 
 @dataclass(frozen=True)

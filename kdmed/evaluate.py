@@ -22,6 +22,7 @@ from kdmed.checkpoint import load_checkpoint
 from kdmed.config import Params
 from kdmed.contract import StudyAggregation
 from kdmed.data.slices import SliceSet, load_split
+from kdmed.errors import ConfigError
 from kdmed.inference import predict_images
 from kdmed.metrics import (
     DegenerateSampleError,
@@ -159,12 +160,36 @@ def pixel_metrics(test: SliceSet, maps: np.ndarray) -> dict:
     return out
 
 
-def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
+def check_transfer_inputs(checkpoint, test: SliceSet, dataset: str) -> None:
+    """A model scores another dataset's test split only when that split was prepared as the model's own
+    inputs were (size and channels); anything else would be a wrong answer, not a transfer result."""
+    preprocessing = checkpoint.serving.preprocessing
+    expected = (preprocessing.channels, preprocessing.image_size, preprocessing.image_size)
+    if tuple(test.images.shape[1:]) != expected:
+        raise ConfigError(
+            f"model '{checkpoint.header.card.name}' takes (channels, height, width) {expected}, but the test split of "
+            f"'{dataset}' holds {tuple(test.images.shape[1:])}; preprocess both datasets with the same "
+            "common.image_size and a matching number of channels."
+        )
+
+
+def evaluate_stage(
+    params: Params,
+    dataset: str,
+    method: str,
+    model_dataset: str | None = None,
+    report_name: str | None = None,
+) -> dict:
+    """Score the test split of `dataset` with the checkpoint trained on `model_dataset` (default: the same
+    dataset) and write the reports under `<evaluate.out_dir>/<report_name or dataset>/<method>/`."""
     configure_threads(params.common.num_threads)
     device = resolve_device(params.common.device)
-    checkpoint = load_checkpoint(checkpoint_path(params, dataset, method), device)
+    model_dataset = model_dataset or dataset
+    checkpoint = load_checkpoint(checkpoint_path(params, model_dataset, method), device)
     threshold = checkpoint.threshold  # fixed before the test split is read
     test = load_split(params.preprocess.out_dir, dataset, "test")
+    if model_dataset != dataset:
+        check_transfer_inputs(checkpoint, test, dataset)
     started = time.perf_counter()
     batch_size = params.method(method, dataset).batch_size
     result = predict_images(
@@ -176,6 +201,7 @@ def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
     normal, anomalous = test.labels == 0, test.labels == 1
     metrics = {
         "dataset": dataset,
+        "model_dataset": model_dataset,
         "method": method,
         "backbone": checkpoint.header.card.backbone,
         "test_images": int(len(test)),
@@ -200,7 +226,7 @@ def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
         metrics["studies"] = int(study_labels.size)
         metrics["study_aggregation"] = f"{serving.aggregation.how} (top_k {serving.aggregation.top_k})"
         metrics["slice_policy"] = serving.slice_policy.describe()
-    out_dir = Path(params.evaluate.out_dir) / dataset / method
+    out_dir = Path(params.evaluate.out_dir) / (report_name or dataset) / method
     atomic.write_json(out_dir / "metrics.json", rounded(metrics))
     atomic.write_csv(out_dir / "roc.csv", roc_points(test.labels, result.scores))
     atomic.write_csv(out_dir / "pr.csv", pr_points(test.labels, result.scores))
@@ -235,9 +261,21 @@ def evaluate_stage(params: Params, dataset: str, method: str) -> dict:
         result,
         serving.calibration,
         params.evaluate.panel_images,
-        title=f"{dataset} / {method}: highest-scoring test images",
+        title=f"{report_name or dataset} / {method}: highest-scoring test images",
     )
     return metrics
+
+
+def transfer_stage(params: Params, name: str) -> dict:
+    """The `transfer` stage: `transfers.<name>`'s model scored on another dataset's test split."""
+    if name not in params.transfers:
+        raise ConfigError(
+            f"params: no transfer '{name}' under 'transfers'; defined: {sorted(params.transfers)}."
+        )
+    transfer = params.transfers[name]
+    return evaluate_stage(
+        params, transfer.test, transfer.method, model_dataset=transfer.model, report_name=transfer.report
+    )
 
 
 def rounded(obj):

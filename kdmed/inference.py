@@ -164,7 +164,7 @@ def study_items(
             f"model '{model_name}' scores 2D images, but this study is a volume of shape "
             f"{study.array.shape}; upload a 2D image (png, jpg, bmp, tif)."
         )
-    item = build_image_transform(size)({"image": study})
+    item = build_image_transform(size, serving.preprocessing.stain_normalization)({"image": study})
     item.update(slice=0, status=SCORED, view=item["image"])
     return [item], None, None
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 import kdmed
 from kdmed import atomic
+from kdmed.augment import augment_batch
 from kdmed.calibration import calibrate
 from kdmed.checkpoint import save_checkpoint
 from kdmed.config import OptimizerConfig, Params
@@ -88,8 +89,8 @@ def cache_teacher_features(
 ):
     """The teacher's features for every training image, kept on `device`, when they fit in `budget_mb`.
 
-    Exact, not an approximation: the teacher is frozen in eval mode and training applies no augmentation,
-    so each image's teacher features are the same in every epoch. Saves the teacher's forward pass
+    Exact, not an approximation: the teacher is frozen in eval mode and, without augmentation (`fit`
+    bypasses the cache when augmenting), each image's teacher features are the same in every epoch. Saves the teacher's forward pass
     (about a quarter of a training step). Returns None when over budget or disabled (budget 0)."""
     need = detector.teacher_feature_bytes(*images.shape[-2:]) * images.shape[0]
     if budget_mb <= 0 or need > budget_mb * 2**20:
@@ -118,12 +119,20 @@ def fit(
     desc: str = "train",
     teacher_cache_mb: int = 0,
     keep: str = "best_validation",
+    augment: tuple[str, ...] = (),
 ) -> FitState:
     """Train the student on normal images; returns the weights to keep: the best by the selection value
-    on `val_images` (held-out normals), or the last epoch's when `keep` is "last"."""
+    on `val_images` (held-out normals), or the last epoch's when `keep` is "last". `augment` names
+    `kdmed.augment` transforms applied to every batch; the teacher cache is bypassed then."""
     generator = seed_everything(seed)
     detector.to(device).train()
-    cached = cache_teacher_features(detector, train_images, device, amp, teacher_cache_mb)
+    cached = None
+    if augment:
+        log.info(
+            "%s: augmenting with %s, so the teacher runs on every batch (no feature cache)", desc, augment
+        )
+    else:
+        cached = cache_teacher_features(detector, train_images, device, amp, teacher_cache_mb)
     optimizer = make_optimizer(detector.trainable_parameters(), optimizer_config)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     state = FitState()
@@ -144,7 +153,10 @@ def fit(
         )
         for step in range(steps_per_epoch):
             index = order[step * batch_size : (step + 1) * batch_size]
-            batch = to_model_input(train_images[index]).to(device, non_blocking=True)
+            images = train_images[index]
+            if augment:
+                images = augment_batch(images, augment, generator)
+            batch = to_model_input(images).to(device, non_blocking=True)
             teacher = {k: v[index.to(v.device)] for k, v in cached.items()} if cached is not None else None
             with autocast(device, amp):
                 loss = detector.loss(batch, teacher)
@@ -255,6 +267,14 @@ def epochs_for(epochs: int, steps: int, images: int, batch_size: int) -> int:
     return max(1, -(-steps // per_epoch))
 
 
+def validation_interval(validate_every: int, selection_passes: int, epochs: int) -> int:
+    """Epochs between checkpoint-selection passes: `validate_every`, or, when `selection_passes` > 0,
+    whatever spreads that many passes over `epochs` (the last epoch is always a pass)."""
+    if selection_passes <= 0:
+        return validate_every
+    return max(1, epochs // selection_passes)
+
+
 def train_log_path(params: Params, dataset: str, method: str) -> Path:
     """Per-epoch training curves, beside the evaluation reports (git-tracked, small, for `dvc plots`)."""
     return Path(params.evaluate.out_dir) / dataset / method / "train_log.csv"
@@ -291,11 +311,14 @@ def train_stage(params: Params, dataset: str, method: str) -> dict:
         device=device,
         amp=amp,
         seed=params.common.seed,
-        validate_every=params.train.validate_every,
+        validate_every=validation_interval(
+            params.train.validate_every, params.train.selection_passes, epochs
+        ),
         state_file=state_file,
         desc=f"{dataset}/{method}",
         teacher_cache_mb=params.train.teacher_cache_mb,
         keep=params.train.checkpoint,
+        augment=params.train.augment,
     )
     seconds = time.perf_counter() - started
     detector.load_state_dict({**detector.state_dict(), **state.best_state}, strict=True)
@@ -328,6 +351,7 @@ def train_stage(params: Params, dataset: str, method: str) -> dict:
             seconds=seconds,
             device=str(device),
             amp=str(amp) if amp else "off",
+            augment=tuple(params.train.augment),
         ),
     )
     save_checkpoint(checkpoint_path(params, dataset, method), detector, header)
@@ -367,6 +391,7 @@ def checkpoint_header(
             normalization=params.preprocess.normalization,
             robust_iqr_multiple=params.preprocess.robust_iqr_multiple,
             resample_mm=params.preprocess.resample_mm,
+            stain_normalization=params.preprocess.stain_normalization,
         ),
         calibration=calibration,
         aggregation=StudyAggregation(params.train.study_aggregation, params.train.top_k),

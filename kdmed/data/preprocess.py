@@ -50,7 +50,7 @@ def study_items(record: StudyRecord, params: Params, config: DatasetConfig) -> t
             item["name"] = f"{record.patient}/slice_{item['slice']:03d}"
             del item["view"]
         return items, sum(item["label"] for item in every if item["status"] != SCORED)
-    transform = build_image_transform(size)
+    transform = build_image_transform(size, params.preprocess.stain_normalization)
     data = {"image": record.image}
     if record.mask:
         data["mask"] = record.mask

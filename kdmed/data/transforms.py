@@ -19,6 +19,7 @@ from monai.transforms import Compose, EnsureChannelFirstd, MapTransform
 
 from kdmed.config import PreprocessConfig
 from kdmed.contract import SCORED, Preprocessing, SlicePolicy
+from kdmed.data.stain import reinhard
 from kdmed.errors import StudyReadError
 
 # ---------------------------------------------------------------------------------------------- arrays
@@ -320,11 +321,13 @@ def build_volume_transform(
 
 
 class PrepareImaged(MapTransform):
-    """A 2D image (H, W) or (H, W, C) -> (C, S, S) in [0, 1]; its mask -> (S, S) bool."""
+    """A 2D image (H, W) or (H, W, C) -> (C, S, S) in [0, 1], colour-normalised when asked
+    (`stain_normalization`, RGB only); its mask -> (S, S) bool."""
 
-    def __init__(self, image_size: int):
+    def __init__(self, image_size: int, stain_normalization: str = "none"):
         super().__init__(["image"])
         self.image_size = image_size
+        self.stain_normalization = stain_normalization
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -337,6 +340,8 @@ class PrepareImaged(MapTransform):
             raise StudyReadError(f"expected a 2D grey or RGB image, got an array of shape {image.shape}.")
         d["original_shape"] = image.shape[-2:]
         d["image"] = resize(to_unit_range(image), self.image_size)
+        if self.stain_normalization == "reinhard" and d["image"].shape[0] == 3:
+            d["image"] = reinhard(d["image"])
         if "mask" in d:
             mask = np.asarray(d["mask"])
             mask = mask.max(axis=-1) if mask.ndim == 3 else mask
@@ -348,9 +353,10 @@ class PrepareImaged(MapTransform):
         return d
 
 
-def build_image_transform(image_size: int) -> Compose:
-    """Load -> channels first -> [0, 1] -> resize; masks follow with nearest-neighbour."""
-    return Compose([LoadStudyd(["image", "mask"]), PrepareImaged(image_size)])
+def build_image_transform(image_size: int, stain_normalization: str = "none") -> Compose:
+    """Load -> channels first -> [0, 1] -> resize (-> colour normalisation); masks follow with
+    nearest-neighbour."""
+    return Compose([LoadStudyd(["image", "mask"]), PrepareImaged(image_size, stain_normalization)])
 
 
 def collapse_grey(image: np.ndarray) -> np.ndarray:

@@ -65,7 +65,7 @@ class Detector(nn.Module, ABC):
     def loss(self, x01: torch.Tensor, teacher_features: Features | None = None) -> torch.Tensor:
         """The method's training loss over the batch (a scalar). `teacher_features`, when given, are the
         teacher's outputs for exactly these images (the training loop may cache them: the teacher is frozen
-        and training uses no augmentation, so they never change)."""
+        and the loop caches only when it does not augment, so they never change)."""
 
     @abstractmethod
     def predict(self, x01: torch.Tensor) -> Prediction:
