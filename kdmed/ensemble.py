@@ -84,7 +84,11 @@ def ensemble_stage(params: Params, name: str) -> dict:
     metrics = {
         "name": name,
         "methods": "+".join(methods),
+        "backbone": "ensemble",
         "combination": "mean of (score - stored threshold) / stored normal spread; flagged above 0",
+        "test_images": int(labels.size),
+        "test_normal": int((labels == 0).sum()),
+        "test_anomalous": int((labels == 1).sum()),
         **image_metrics(labels, score, patients, params.train.target_specificity),
         **operating_point_metrics(labels, score, patients, 0.0),
         **{f"image_auroc_{m}": image_auroc(labels, per_method[m]) for m in methods},

@@ -23,12 +23,22 @@ def _cell(value) -> str:
 
 
 def summary_rows(params: Params) -> list[dict]:
+    """One row per report folder x method: the pipeline's datasets, then the transfers (a model on another
+    dataset's test split), then the ensembles."""
+    wanted = [
+        (dataset, method, params.dataset(dataset).published)
+        for dataset in params.pipeline.datasets
+        for method in params.pipeline.methods
+    ]
+    wanted += [(t.report, t.method, "") for t in params.transfers.values()]
+    wanted += [(name, "ensemble", "") for name in params.pipeline.ensembles]
     rows = []
-    for dataset in params.pipeline.datasets:
-        for method in params.pipeline.methods:
-            path = Path(params.evaluate.out_dir) / dataset / method / "metrics.json"
-            metrics = json.loads(path.read_text()) if path.is_file() else {}
-            rows.append({"dataset": dataset, "method": method, "metrics": metrics, "path": path})
+    for report, method, published in wanted:
+        path = Path(params.evaluate.out_dir) / report / method / "metrics.json"
+        metrics = json.loads(path.read_text()) if path.is_file() else {}
+        rows.append(
+            {"dataset": report, "method": method, "metrics": metrics, "path": path, "published": published}
+        )
     return rows
 
 
@@ -61,7 +71,7 @@ def markdown_table(params: Params) -> str:
         if not m:
             lines.append(f"| {row['dataset']} | {row['method']} | not evaluated yet | | | | | | |")
             continue
-        published = params.dataset(row["dataset"]).published
+        published = row["published"]
         sens_spec = f"{_with_interval(m, 'test_sensitivity')} / {_with_interval(m, 'test_specificity')}"
         counts = f"{m.get('test_normal', '?')} / {m.get('test_anomalous', '?')}"
         lines.append(

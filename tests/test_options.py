@@ -159,3 +159,33 @@ def test_selection_passes_spread_over_the_run():
     assert validation_interval(4, 0, 200) == 4  # the epoch rule when no pass count is set
     assert validation_interval(4, 10, 200) == 20  # 10 passes over 200 one-step epochs
     assert validation_interval(4, 10, 2) == 1  # fewer epochs than passes: every epoch
+
+
+def test_serving_replays_the_stored_colour_normalisation(tmp_path):
+    """An upload scored by a model trained with Reinhard normalisation gets the same normalisation."""
+    from PIL import Image
+
+    from kdmed.contract import Calibration, Preprocessing, ServingContract, StudyAggregation
+    from kdmed.inference import study_items
+    from kdmed.io import load_study
+
+    rng = np.random.default_rng(1)
+    path = tmp_path / "cell.png"
+    Image.fromarray((rng.uniform(0.2, 0.9, (40, 40, 3)) * 255).astype(np.uint8)).save(path)
+    study = load_study(path)
+
+    def items(mode: str) -> np.ndarray:
+        serving = ServingContract(
+            kind="image",
+            preprocessing=Preprocessing(image_size=32, channels=3, stain_normalization=mode),
+            calibration=Calibration(
+                rule="specificity", target_specificity=0.95, threshold=1, scale=1, map_floor=1
+            ),
+            aggregation=StudyAggregation("max", 3),
+            slice_policy=None,
+        )
+        return np.asarray(study_items(serving, "wbc/rd4ad", study)[0][0]["image"])
+
+    plain, normalised = items("none"), items("reinhard")
+    assert np.allclose(normalised, stain.reinhard(plain), atol=1e-6)
+    assert not np.allclose(normalised, plain, atol=0.05)

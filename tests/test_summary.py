@@ -42,3 +42,13 @@ def test_markdown_table_shows_intervals_and_bmad_numbers(tmp_path):
     assert "80.0 / 90.0" in brats and "19 / 71" in brats
     wbc = next(line for line in table if line.startswith("| wbc | rd4ad"))
     assert "not evaluated yet" in wbc
+    # the transfers and the ensembles follow the datasets, without published numbers
+    for folder, value in (("pbc_to_wbc/rd4ad", 0.61), ("brats/ensemble", 0.955)):
+        out = tmp_path / "reports" / folder
+        out.mkdir(parents=True)
+        (out / "metrics.json").write_text(json.dumps({**metrics, "image_auroc": value, "backbone": "x"}))
+    table = markdown_table(params).splitlines()
+    transfer = next(line for line in table if line.startswith("| pbc_to_wbc | rd4ad"))
+    assert "| 61.0 [85.0, 95.0] |" in transfer and transfer.endswith("| - |")
+    assert next(line for line in table if line.startswith("| brats | ensemble")).count("95.5") == 1
+    assert table.index(transfer) > table.index(brats)
