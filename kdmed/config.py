@@ -516,15 +516,15 @@ class Params:
         overrides = self.method_overrides.get(dataset, {}).get(name) if dataset is not None else None
         if not overrides:
             return base
-        merged = _deep_merge(to_plain(base), to_plain(overrides))
+        merged = deep_merge(to_plain(base), to_plain(overrides))
         return build(type(base), merged, f"method_overrides.{dataset}.{name}")
 
 
-def _deep_merge(base: dict, update: dict) -> dict:
+def deep_merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for key, value in update.items():
         out[key] = (
-            _deep_merge(out[key], value)
+            deep_merge(out[key], value)
             if isinstance(value, dict) and isinstance(out.get(key), dict)
             else value
         )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from kdmed.config import Params
+from kdmed.config import Params, deep_merge
 from kdmed.config_schema import build
 from kdmed.data.preprocess import preprocess_dataset
 from kdmed.evaluate import evaluate_stage, transfer_stage
@@ -58,13 +58,6 @@ OPTIONS: dict[str, dict] = {
 }
 
 
-def merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = merge(out.get(key, {}), value) if isinstance(value, dict) else value
-    return out
-
-
 def option_params(name: str, option: dict) -> Params:
     data = yaml.safe_load(REAL.read_text())
     root = OUT / name
@@ -74,7 +67,7 @@ def option_params(name: str, option: dict) -> Params:
     }
     if option.get("preprocess"):
         outs["preprocess"] = {"out_dir": str(root / "processed")}
-    data = merge(merge(data, option["changes"]), outs)
+    data = deep_merge(deep_merge(data, option["changes"]), outs)
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return build(Params, data, "")
