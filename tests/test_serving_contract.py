@@ -96,7 +96,8 @@ def test_serving_reproduces_the_evaluated_scores_of_a_real_brats_test_patient(sh
     data["common"]["image_size"] = 64
     brats = {**data["datasets"]["brats"], "root": str(shared_data / "brats2015"), "extra_roots": []}
     data["datasets"] = {"brats2015": {**brats, "split": {"train": 0.34, "val": 0.33, "test": 0.33}}}
-    data["pipeline"].update(datasets=["brats2015"], methods=["stpm"])
+    data["pipeline"].update(datasets=["brats2015"], methods=["stpm"], ensembles=[])
+    data["transfers"] = {}
     data["method_overrides"] = {"brats2015": {}}
     data["methods"]["stpm"].update(backbone="resnet18", weights="random", batch_size=16)
     data["preprocess"]["out_dir"] = str(tmp_path / "processed")
