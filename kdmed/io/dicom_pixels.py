@@ -8,7 +8,11 @@ frame by the volume builder, because enhanced multi-frame files carry per-frame 
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -47,14 +51,49 @@ _HINT = "the file may be truncated or corrupt; export it again from the scanner 
 def read_dataset(item: Item, *, pixels: bool) -> Dataset:
     """dcmread with kdmed's errors. Data sets without File Meta header are read with force=True only when
     sniffing found a plausible first element, so arbitrary files never parse into garbage."""
-    with reading(item.name, "not a readable DICOM file", _HINT), warnings.catch_warnings():
+    with (
+        reading(item.name, "not a readable DICOM file", _HINT),
+        warnings.catch_warnings(),
+        _source(item) as source,
+    ):
         warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(item.stream(), force=item.kind is Kind.DICOM_RAW, stop_before_pixels=not pixels)
+        ds = pydicom.dcmread(source, force=item.kind is Kind.DICOM_RAW, stop_before_pixels=not pixels)
         # pydicom converts raw elements when first accessed: convert them all here, inside the guard, so
         # an unknown VR or a bad value length fails now with this file's name, not later in any reader
         for _ in ds.iterall():
             pass
         return ds
+
+
+class _ClampedFile:
+    """A file whose reads never ask for more than what is left: pydicom calls read(length) with the
+    element length from the file, and a damaged length of 4 GiB must not allocate 4 GiB before EOF."""
+
+    def __init__(self, path: str):
+        self._file = open(path, "rb")  # noqa: SIM115 - closed by _source
+        self._size = os.fstat(self._file.fileno()).st_size
+        self.name = path
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            return self._file.read()
+        return self._file.read(min(n, max(0, self._size - self._file.tell())))
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._file, attribute)
+
+
+@contextlib.contextmanager
+def _source(item: Item) -> Iterator[Any]:
+    """What dcmread reads: the in-memory bytes (BytesIO never over-allocates) or the clamped file."""
+    if item.data is not None:
+        yield io.BytesIO(item.data)
+        return
+    clamped = _ClampedFile(str(item.path))
+    try:
+        yield clamped
+    finally:
+        clamped.close()
 
 
 def transfer_syntax(ds: Dataset, name: str) -> uids.UID:
