@@ -8,11 +8,13 @@ would take pytest down if compressed pixel data were not decoded in the isolated
 
 from __future__ import annotations
 
+import io
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from fake_models import nifti_bytes, write_checkpoint
 from pydicom.uid import RLELossless
@@ -66,7 +68,7 @@ def test_a_decoder_over_its_time_limit_is_stopped_and_replaced():
         KdmedError, match=r"rle.dcm: decoding its RLE Lossless pixel data did not finish within"
     ):
         decode_isolated(
-            rle.name, None, rle.data, force=False, syntax_uid=RLELossless, syntax_name=RLELossless.name,
+            rle.name, pydicom.dcmread(io.BytesIO(rle.data)), syntax_uid=RLELossless, syntax_name=RLELossless.name,
             seconds=0.0, memory_bytes=memory,  # the deadline has passed when the answer is awaited
         )  # fmt: skip
     assert load_study([(rle.name, rle.data)]).array.shape == (64, 64, 1)

@@ -21,6 +21,7 @@ import time
 from typing import IO, Any
 
 import numpy as np
+from pydicom.dataset import Dataset
 
 from kdmed.errors import StudyReadError
 from kdmed.io.decoder_worker import write_frame
@@ -139,15 +140,27 @@ DECODER = DecoderProcess()
 atexit.register(DECODER.close)
 
 
+# what pydicom's decoders read: the Image Pixel module (PS3.3 C.7.6.3), frames and offset tables
+_PIXEL_KEYWORDS = (
+    "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "PlanarConfiguration", "BitsAllocated",
+    "BitsStored", "HighBit", "PixelRepresentation", "NumberOfFrames", "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths", "PixelData",
+)  # fmt: skip
+
+
 def decode_isolated(
-    name: str, path: str | None, data: bytes | None, *, force: bool, syntax_uid: str, syntax_name: str,
-    seconds: float, memory_bytes: int,
-) -> np.ndarray:  # fmt: skip
-    """`ds.pixel_array` of one DICOM file, computed in the decoder process.
+    name: str, ds: Dataset, *, syntax_uid: str, syntax_name: str, seconds: float, memory_bytes: int
+) -> np.ndarray:
+    """`ds.pixel_array` of one DICOM data set, computed in the decoder process from a copy of its pixel
+    module (a few elements and the compressed bytes: the file is neither re-sent nor re-parsed).
 
     Raises RuntimeError (the plug-ins refused the data: the caller names the packages) or DecoderCrash
     (a crash, a hang, memory, or any other failure inside the decoder, with the decoder's own message)."""
-    request = {"path": path, "data": None if path else data, "force": force, "ts": syntax_uid}
+    pixels = Dataset()
+    for keyword in _PIXEL_KEYWORDS:
+        if keyword in ds:
+            pixels[keyword] = ds[keyword]
+    request = {"dataset": pixels, "ts": str(syntax_uid)}
     answer = DECODER.decode(name, request, syntax_name, seconds, memory_bytes)
     if answer[0] == "ok":
         return answer[1]

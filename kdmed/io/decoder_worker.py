@@ -3,14 +3,13 @@
     python -m kdmed.io.decoder_worker MEMORY_BYTES      (started by kdmed; speaks pickled frames on stdio)
 
 A C++ exception that aborts, a Rust panic or a runaway allocation inside a decoder ends or fails this
-process only. It caps its own address space, then answers each request (a DICOM file as a path or bytes)
-with ("ok", array) or ("error", kind, exception type, message), kind being "decoder" (the plug-ins refused
+process only. It caps its own address space, then answers each request (the Image Pixel module and pixel
+data of one DICOM file, as a pickled pydicom Dataset) with ("ok", array) or ("error", kind, exception type, message), kind being "decoder" (the plug-ins refused
 the data), "memory" or "corrupt".
 """
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import resource
@@ -37,10 +36,10 @@ def decode(request: dict) -> tuple:
     import pydicom
 
     try:
-        source = request["path"] if request.get("path") else io.BytesIO(request["data"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(source, force=request["force"])
+            ds = request["dataset"]  # the Image Pixel module and the pixel data only (pickled by pydicom)
+            ds.file_meta = pydicom.dataset.FileMetaDataset()
             ds.file_meta.TransferSyntaxUID = pydicom.uid.UID(request["ts"])
             return ("ok", ds.pixel_array)
     except MemoryError:

@@ -158,8 +158,7 @@ def decode_pixels(item: Item, ds: Dataset, limits: ReadLimits) -> np.ndarray:
     try:
         if ts.is_compressed and limits.isolate_decoders:
             array = decode_isolated(
-                item.name, str(item.path) if item.data is None else None, item.data,
-                force=item.kind is Kind.DICOM_RAW, syntax_uid=str(ts), syntax_name=ts.name,
+                item.name, ds, syntax_uid=str(ts), syntax_name=ts.name,
                 seconds=limits.decode_seconds, memory_bytes=limits.decoder_memory_bytes,
             )  # fmt: skip
         else:
