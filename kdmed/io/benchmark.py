@@ -4,7 +4,9 @@
 
 The NIfTI defaults to the BraTS 2015 FLAIR in `<repo>/../shared/data` (or `$KDMED_SHARED_DATA`); without
 it, a synthetic 240x240x155 float32 volume is written to a temporary folder. The DICOM series is always
-synthesised (150 slices, shuffled file order). Target: under 2 s each on a laptop-class CPU.
+synthesised (150 slices, shuffled file order), then RLE-compressed and timed with compressed pixel data
+decoded in the isolated decoder process (the default) and in the calling process: the ratio is what the
+isolation costs (issue 14). Target: under 2 s each on a laptop-class CPU.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from pydicom.uid import RLELossless
 
 from kdmed.io import load_study
+from kdmed.io.decoder_process import DECODER
+from kdmed.io.limits import ReadLimits
 from kdmed.io.synthetic import series_datasets, write_datasets
 
 _BRATS = "brats2015/brats_2013_pat0003_1/Flair_subtrMeanDivStd.nii.gz"
@@ -30,11 +35,11 @@ def shared_data() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-def _time(label: str, source: object, repeats: int) -> float:
+def _time(label: str, source: object, repeats: int, limits: ReadLimits | None = None) -> float:
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        study = load_study(source)
+        study = load_study(source, limits=limits)
         best = min(best, time.perf_counter() - start)
     print(f"{label}: best of {repeats} = {best:.3f} s -> {study}")
     return best
@@ -62,6 +67,20 @@ def main(argv: list[str] | None = None) -> None:
         folder = Path(tmp) / "dicom"
         write_datasets(folder, datasets)
         _time(f"DICOM {args.slices} files of {args.rows}x{args.rows}", folder, args.repeats)
+
+        # the same series RLE-compressed: decoded in the isolated decoder process (the default) and in
+        # this process, to measure what the isolation costs
+        for ds in datasets:
+            ds.compress(RLELossless)
+        rle = Path(tmp) / "dicom_rle"
+        write_datasets(rle, datasets)
+        DECODER.warm(ReadLimits().decoder_memory_bytes)  # a one-off start-up, not a per-file cost
+        label = f"DICOM RLE {args.slices} files"
+        isolated = _time(f"{label}, decoder process", rle, args.repeats)
+        inline = _time(f"{label}, in process", rle, args.repeats, ReadLimits(isolate_decoders=False))
+        print(
+            f"isolation overhead: {isolated / inline:.2f}x ({(isolated - inline) / args.slices * 1e3:.1f} ms per file)"
+        )
 
 
 if __name__ == "__main__":

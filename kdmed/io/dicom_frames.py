@@ -19,6 +19,8 @@ from pydicom.uid import UID
 from kdmed.errors import StudyReadError, UnsupportedStudyError
 from kdmed.io.dicom_pixels import first_number, read_dataset, stored_range, transfer_syntax
 from kdmed.io.guard import reading
+from kdmed.io.header_checks import dicom_pixel_module, dicom_plane
+from kdmed.io.limits import ReadLimits
 from kdmed.io.sources import Item
 
 _PHI_KEYWORDS = (
@@ -73,10 +75,16 @@ class NotAnImage(Exception):
     """A valid DICOM object that holds no image to load (DICOMDIR, report, RT plan...): skipped in folders."""
 
 
-def read_header(item: Item) -> DicomFile:
-    """Parse one file's header; raises `NotAnImage` for non-image objects, `StudyReadError` for bad files."""
+def read_header(item: Item, limits: ReadLimits) -> DicomFile:
+    """Parse one file's header; raises `NotAnImage` for non-image objects, `StudyReadError` for bad files.
+
+    Declared sizes and geometry are checked (`header_checks`) before any Frame is built, so a header that
+    declares 2**31 frames or 1e308 cosines is refused before it costs memory or time."""
     ds = read_dataset(item, pixels=False)
     _refuse_non_images(item.name, ds)
+    with reading(item.name, "the DICOM header holds invalid values", "fix or re-export the file"):
+        dicom_pixel_module(item.name, ds, limits)
+        dicom_plane(item.name, ds)
     with reading(item.name, "the DICOM header holds invalid values", "fix or re-export the file"):
         return _dicom_file(item, ds)
 
@@ -120,7 +128,7 @@ def _dicom_file(item: Item, ds: Dataset) -> DicomFile:
         modality_lut="ModalityLUTSequence" in ds and "RescaleSlope" not in ds,
         phi=phi_fields(ds),
     )
-    transfer_syntax(ds)  # validates that the encoding is known
+    transfer_syntax(ds, item.name)  # validates that the encoding is known
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     if mosaic.is_mosaic(ds):
         f.frames = mosaic.mosaic_frames(f, ds, classic_frame(f, ds, 0))

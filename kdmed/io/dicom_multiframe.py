@@ -25,6 +25,7 @@ from kdmed.io.dicom_frames import (
     vector,
 )
 from kdmed.io.dicom_pixels import first_number
+from kdmed.io.header_checks import dicom_plane
 
 _FRAME_TYPE_SEQUENCES = ("MRImageFrameTypeSequence", "CTImageFrameTypeSequence")
 
@@ -57,6 +58,10 @@ def _frame(f: DicomFile, base: Frame, index: int, own: Dataset | None, shared: D
     measures, rescale = group("PixelMeasuresSequence"), group("PixelValueTransformationSequence")
     voi, content = group("FrameVOILUTSequence"), group("FrameContentSequence")
     frame_type = next((g for g in map(group, _FRAME_TYPE_SEQUENCES) if g is not None), None)
+    for item, what in ((position, "PlanePosition"), (orientation, "PlaneOrientation"), (measures, "PixelMeasures"),
+                       (rescale, "PixelValueTransformation")):  # fmt: skip
+        if item is not None:
+            dicom_plane(f.item.name, item, prefix=f"frame {index + 1} {what} ")
 
     ipp = vector(position.get("ImagePositionPatient"), 3) if position is not None else base.ipp
     iop = vector(orientation.get("ImageOrientationPatient"), 6) if orientation is not None else base.iop

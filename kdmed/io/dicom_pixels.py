@@ -8,7 +8,11 @@ frame by the volume builder, because enhanced multi-frame files carry per-frame 
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -17,9 +21,11 @@ from pydicom import uid as uids
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, get_decoder
 
-from kdmed.errors import StudyReadError, UnsupportedStudyError
-from kdmed.io.guard import reading
-from kdmed.io.limits import ReadLimits, check_voxels
+from kdmed.errors import KdmedError, StudyReadError, UnsupportedStudyError
+from kdmed.io.decoder_process import decode_isolated
+from kdmed.io.guard import PASS_THROUGH, reading
+from kdmed.io.header_checks import dicom_pixel_data, dicom_pixel_module
+from kdmed.io.limits import ReadLimits
 from kdmed.io.sniff import Kind
 from kdmed.io.sources import Item
 
@@ -45,14 +51,52 @@ _HINT = "the file may be truncated or corrupt; export it again from the scanner 
 def read_dataset(item: Item, *, pixels: bool) -> Dataset:
     """dcmread with kdmed's errors. Data sets without File Meta header are read with force=True only when
     sniffing found a plausible first element, so arbitrary files never parse into garbage."""
-    with reading(item.name, "not a readable DICOM file", _HINT), warnings.catch_warnings():
+    with (
+        reading(item.name, "not a readable DICOM file", _HINT),
+        warnings.catch_warnings(),
+        _source(item) as source,
+    ):
         warnings.simplefilter("ignore")
-        return pydicom.dcmread(
-            item.stream(), force=item.kind is Kind.DICOM_RAW, stop_before_pixels=not pixels
-        )
+        ds = pydicom.dcmread(source, force=item.kind is Kind.DICOM_RAW, stop_before_pixels=not pixels)
+        # pydicom converts raw elements when first accessed: convert them all here, inside the guard, so
+        # an unknown VR or a bad value length fails now with this file's name, not later in any reader
+        for _ in ds.iterall():
+            pass
+        return ds
 
 
-def transfer_syntax(ds: Dataset) -> uids.UID:
+class _ClampedFile:
+    """A file whose reads never ask for more than what is left: pydicom calls read(length) with the
+    element length from the file, and a damaged length of 4 GiB must not allocate 4 GiB before EOF."""
+
+    def __init__(self, path: str):
+        self._file = open(path, "rb")  # noqa: SIM115 - closed by _source
+        self._size = os.fstat(self._file.fileno()).st_size
+        self.name = path
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            return self._file.read()
+        return self._file.read(min(n, max(0, self._size - self._file.tell())))
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._file, attribute)
+
+
+@contextlib.contextmanager
+def _source(item: Item) -> Iterator[Any]:
+    """What dcmread reads: the in-memory bytes (BytesIO never over-allocates) or the clamped file."""
+    if item.data is not None:
+        yield io.BytesIO(item.data)
+        return
+    clamped = _ClampedFile(str(item.path))
+    try:
+        yield clamped
+    finally:
+        clamped.close()
+
+
+def transfer_syntax(ds: Dataset, name: str) -> uids.UID:
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     if ts is None:
@@ -61,7 +105,13 @@ def transfer_syntax(ds: Dataset) -> uids.UID:
         if not little:
             return uids.ExplicitVRBigEndian
         return uids.ImplicitVRLittleEndian if implicit else uids.ExplicitVRLittleEndian
-    return uids.UID(str(ts))
+    syntax = uids.UID(str(ts).strip("\x00 "))
+    if not syntax.is_valid or not syntax.is_transfer_syntax:
+        raise UnsupportedStudyError(
+            f"{name}: TransferSyntaxUID = {str(ts)!r} is not a DICOM transfer syntax, so the pixel data cannot be "
+            "interpreted; the File Meta header is damaged: export the file again"
+        )
+    return syntax
 
 
 def check_decodable(name: str, ts: uids.UID) -> None:
@@ -89,11 +139,14 @@ def decode_pixels(item: Item, ds: Dataset, limits: ReadLimits) -> np.ndarray:
     YBR colour is converted to RGB and PALETTE COLOR through its lookup table. The decoded size is checked
     against `limits.max_voxels` first, so a small compressed file cannot inflate past it.
     """
-    ts = transfer_syntax(ds)
+    ts = transfer_syntax(ds, item.name)
     check_decodable(item.name, ts)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    check_voxels(item.name, (frames, int(ds.Rows), int(ds.Columns), samples), limits)
+    if not ds.get("Rows") or not ds.get("Columns"):
+        raise StudyReadError(
+            f"{item.name}: Rows or Columns is missing when the whole file is read (the header alone had them): "
+            "the file is truncated or damaged; export it again"
+        )
+    dicom_pixel_module(item.name, ds, limits)  # again: the full read may differ from the header-only one
     if "TransferSyntaxUID" not in ds.file_meta:
         ds.file_meta.TransferSyntaxUID = ts  # pydicom's decoders need it spelled out
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
@@ -101,10 +154,19 @@ def decode_pixels(item: Item, ds: Dataset, limits: ReadLimits) -> np.ndarray:
             f"{item.name}: the header describes an image but the file holds no pixel data: it is truncated "
             "or was stripped; export it again"
         )
+    dicom_pixel_data(item.name, ds, ts.is_compressed)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            array = ds.pixel_array
+        if ts.is_compressed and limits.isolate_decoders:
+            array = decode_isolated(
+                item.name, ds, syntax_uid=str(ts), syntax_name=ts.name,
+                seconds=limits.decode_seconds, memory_bytes=limits.decoder_memory_bytes,
+            )  # fmt: skip
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                array = ds.pixel_array
+    except KdmedError:
+        raise
     except (RuntimeError, NotImplementedError) as exc:
         detail = " ".join(str(exc).split())[:300]
         if ts in (uids.JPEGBaseline8Bit, uids.JPEGExtended12Bit) and "12-bit" in detail:
@@ -116,7 +178,9 @@ def decode_pixels(item: Item, ds: Dataset, limits: ReadLimits) -> np.ndarray:
             f"{way_out}; or convert the file to an uncompressed transfer syntax (e.g. dcmdjpeg, gdcmconv "
             "--raw)"
         ) from exc
-    except Exception as exc:
+    except PASS_THROUGH:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a decoder's panic is a BaseException
         detail = " ".join(str(exc).split())[:200]
         raise StudyReadError(
             f"{item.name}: the pixel data cannot be read ({type(exc).__name__}: {detail}); {_HINT}"

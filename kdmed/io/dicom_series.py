@@ -23,6 +23,7 @@ from kdmed.io.dicom_geometry import (
     slice_normal,
     unit_cosines,
 )
+from kdmed.io.limits import ReadLimits
 from kdmed.io.sources import Item
 from kdmed.io.study import SeriesInfo
 
@@ -50,7 +51,7 @@ class Series:
         return f"{number}{text} (SeriesInstanceUID {self.uid or 'missing'})"
 
 
-def scan(items: list[Item], source: str) -> tuple[list[Series], list[str]]:
+def scan(items: list[Item], source: str, limits: ReadLimits) -> tuple[list[Series], list[str]]:
     """Read every header; non-image DICOM objects are skipped with a note, corrupt files raise.
 
     Raises `UnsupportedStudyError` when no file holds an image (a DICOMDIR, reports, an RT plan...).
@@ -62,7 +63,7 @@ def scan(items: list[Item], source: str) -> tuple[list[Series], list[str]]:
     duplicates = 0
     for item in items:
         try:
-            f = read_header(item)
+            f = read_header(item, limits)
         except NotAnImage as exc:
             skipped.append((item.name, str(exc)))
             continue

@@ -70,9 +70,9 @@ def _opened(item: Item, limits: ReadLimits) -> Iterator[tuple[Image.Image, int]]
     with reading(item.name, f"not a readable {item.kind.value} image", _HINT), warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         source = io.BytesIO(item.read()) if item.data is not None else item.path
-        with Image.open(source) as im:
+        with _open(item.name, source, limits) as im:
             width, height = im.size
-            check_voxels(item.name, (height, width), limits)
+            check_voxels(item.name, (height, width, len(im.getbands())), limits)
             if width == 0 or height == 0:
                 raise StudyReadError(
                     f"{item.name}: the image has no pixels (size {width}x{height}); save it again"
@@ -80,6 +80,20 @@ def _opened(item: Item, limits: ReadLimits) -> Iterator[tuple[Image.Image, int]]
             _check_mode(item.name, im.mode)
             n_frames = int(getattr(im, "n_frames", 1) or 1)
             yield im, n_frames
+
+
+@contextlib.contextmanager
+def _open(name: str, source, limits: ReadLimits) -> Iterator[Image.Image]:
+    """Image.open, with Pillow's own pixel-count guard (raised before any pixel is read) worded like ours."""
+    try:
+        im = Image.open(source)
+    except Image.DecompressionBombError as exc:
+        raise StudyReadError(
+            f"{name}: the header declares more pixels than Pillow will open ({exc}); kdmed's limit is "
+            f"{limits.max_voxels:,} voxels (ReadLimits.max_voxels). The file is damaged or not a scan"
+        ) from exc
+    with im:
+        yield im
 
 
 def _info(im: Image.Image, n_frames: int) -> SeriesInfo:

@@ -20,18 +20,35 @@ class ReadLimits:
     """Caps for one `load_study` / `list_series` / `inspect_source` call.
 
     max_file_bytes: one file, zip member or decompressed gzip stream.
-    max_voxels: voxels of the one volume (or 2D image) returned; checked from headers before decoding.
+    max_voxels: voxels (times colour samples) of the one volume or 2D image returned, checked from headers
+        before decoding. The default (134 million: 512 x 512 x 512) keeps the peak memory of a load near
+        2 GiB (stored values, float32 slices and the stacked volume); raise it for larger trusted studies.
     max_files: files found in a folder, a file list, an upload or a zip archive.
     max_total_bytes: bytes inflated from archives in one call (zip-bomb guard across many members).
+    max_frames: frames declared by one DICOM file (checked before one record per frame is built).
+    decode_seconds: time one compressed DICOM file may take in the decoder process (`decoder_process`).
+    decoder_memory_bytes: address-space cap of the decoder process.
+    isolate_decoders: decode compressed pixel data in the decoder process (default); False decodes in the
+        calling process, where a native abort takes the caller down (benchmarks only).
     """
 
     max_file_bytes: int = 2 * GiB
-    max_voxels: int = 512 * MiB
+    max_voxels: int = 128 * MiB
     max_files: int = 5000
     max_total_bytes: int = 4 * GiB
+    max_frames: int = 20000
+    decode_seconds: int = 60
+    decoder_memory_bytes: int = 4 * GiB
+    isolate_decoders: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.isolate_decoders, bool):
+            raise ConfigError(
+                f"ReadLimits.isolate_decoders must be True or False, got {self.isolate_decoders!r}"
+            )
         for f in fields(self):
+            if f.name == "isolate_decoders":
+                continue
             value = getattr(self, f.name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"ReadLimits.{f.name} must be a positive integer, got {value!r}")

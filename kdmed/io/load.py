@@ -15,6 +15,7 @@ from typing import Any
 from kdmed.errors import StudyReadError
 from kdmed.io.dicom_series import Series, choose, scan, series_info
 from kdmed.io.dicom_volume import build_study, plan_volume
+from kdmed.io.guard import boundary
 from kdmed.io.images2d import image_info, load_image
 from kdmed.io.limits import ReadLimits
 from kdmed.io.nifti import load_nifti, nifti_info
@@ -41,13 +42,20 @@ def load_study(
     limits = limits or ReadLimits()
     _check_volume_index(volume_index)
     label = _label(source)
+    with boundary(label):
+        return _load_study(source, label, series_uid, volume_index, limits)
+
+
+def _load_study(
+    source: Any, label: str, series_uid: str | None, volume_index: int, limits: ReadLimits
+) -> Study:
     kind, items, notes = _route(collect(source, limits), label, series_uid)
     if kind == "nifti":
         study = load_nifti(items[0], volume_index, limits)
     elif kind == "image":
         study = load_image(items[0], volume_index, limits)
     else:
-        series, scan_notes = scan(items, label)
+        series, scan_notes = scan(items, label, limits)
         chosen, choice_notes = choose(series, series_uid, label)
         plan = plan_volume(chosen, volume_index, label)
         study = build_study(plan, limits, notes + scan_notes + choice_notes)
@@ -63,9 +71,14 @@ def list_series(source: Any, *, limits: ReadLimits | None = None) -> list[Series
     """Every series in the source, or one entry for a NIfTI file or a 2D image; headers only, no voxels."""
     limits = limits or ReadLimits()
     label = _label(source)
+    with boundary(label):
+        return _list_series(source, label, limits)
+
+
+def _list_series(source: Any, label: str, limits: ReadLimits) -> list[SeriesInfo]:
     kind, items, _ = _route(collect(source, limits), label, None)
     if kind == "dicom":
-        series, _ = scan(items, label)
+        series, _ = scan(items, label, limits)
         return _sorted_infos(series)
     return [nifti_info(items[0], limits) if kind == "nifti" else image_info(items[0], limits)]
 
@@ -85,9 +98,14 @@ def inspect_source(
     """
     limits = limits or ReadLimits()
     label = _label(source)
+    with boundary(label):
+        return _inspect_source(source, label, series_uid, limits)
+
+
+def _inspect_source(source: Any, label: str, series_uid: str | None, limits: ReadLimits) -> dict[str, Any]:
     kind, items, notes = _route(collect(source, limits), label, series_uid)
     if kind == "dicom":
-        series, scan_notes = scan(items, label)
+        series, scan_notes = scan(items, label, limits)
         chosen, choice_notes = choose(series, series_uid, label)
         plan = plan_volume(chosen, 0, label)
         spacing, orientation = plan.final_geometry()

@@ -18,6 +18,7 @@ import numpy as np
 from kdmed.errors import StudyReadError, UnsupportedStudyError
 from kdmed.io.build import volume_study
 from kdmed.io.guard import reading
+from kdmed.io.header_checks import nifti_header
 from kdmed.io.limits import ReadLimits, check_voxels
 from kdmed.io.sniff import Kind
 from kdmed.io.sources import Item
@@ -61,6 +62,7 @@ def _opened(
     """(image, header shape, spatial shape, number of volumes), checked; voxels stay unread on the open
     stream until the caller reads them."""
     _refuse_other_formats(item)
+    nifti_header(item.name, item.head(540), limits)  # dims, offsets, quaternion, sform: before nibabel
     klass = nib.Nifti2Image if item.kind is Kind.NIFTI2 else nib.Nifti1Image
     with contextlib.ExitStack() as stack:
         stream: Any = item.stream()
