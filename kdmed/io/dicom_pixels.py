@@ -62,6 +62,8 @@ def read_dataset(item: Item, *, pixels: bool) -> Dataset:
         # an unknown VR or a bad value length fails now with this file's name, not later in any reader
         for _ in ds.iterall():
             pass
+        for _ in getattr(ds, "file_meta", None) or ():  # the File Meta group is a data set of its own
+            pass
         return ds
 
 

@@ -83,6 +83,13 @@ def unknown_vr() -> bytes:
     return data.replace(tag, tag[:4] + b"\x55\xf8", 1)
 
 
+def unknown_vr_in_file_meta() -> bytes:
+    """The same in the File Meta group (MediaStorageSOPClassUID), which pydicom keeps as a separate data set."""
+    data = to_bytes(_classic())
+    tag = struct.pack("<HH", 0x0002, 0x0002) + b"UI"
+    return data.replace(tag, tag[:4] + b"\x55\x03", 1)
+
+
 def _nifti(edit: Callable[[nib.Nifti1Header], None]) -> bytes:
     volume = np.ones((8, 8, 6), np.float32)
     image = nib.Nifti1Image(volume, np.diag([1.0, 1.0, 2.0, 1.0]))
@@ -126,6 +133,7 @@ REPRODUCERS: dict[str, tuple[str, Callable[[], bytes], str]] = {
     "spacing_1e-300": ("spacing.dcm", spacing_tiny, "PixelSpacing"),
     "missing_bits_allocated": ("bits.dcm", missing_bits_allocated, "BitsAllocated"),
     "unknown_vr": ("vr.dcm", unknown_vr, "Value Representation"),
+    "unknown_vr_in_file_meta": ("meta_vr.dcm", unknown_vr_in_file_meta, "Value Representation"),
     "nifti_quatern_c_5": ("quatern.nii.gz", lambda: _nifti(_set("quatern_c", 5.0)), "quatern"),
     "nifti_zero_sform": ("sform.nii.gz", lambda: _nifti(_set("srow_x", 0.0, 0)), "srow"),
     "nifti_dim0_1": ("dim0.nii.gz", lambda: _nifti(_set("dim", 1, 0)), "1D data"),
