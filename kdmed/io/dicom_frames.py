@@ -17,7 +17,13 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from kdmed.errors import StudyReadError, UnsupportedStudyError
-from kdmed.io.dicom_pixels import first_number, read_dataset, stored_range, transfer_syntax
+from kdmed.io.dicom_pixels import (
+    check_deflated_size,
+    first_number,
+    read_dataset,
+    stored_range,
+    transfer_syntax,
+)
 from kdmed.io.guard import reading
 from kdmed.io.header_checks import dicom_pixel_module, dicom_plane
 from kdmed.io.limits import ReadLimits
@@ -80,6 +86,7 @@ def read_header(item: Item, limits: ReadLimits) -> DicomFile:
 
     Declared sizes and geometry are checked (`header_checks`) before any Frame is built, so a header that
     declares 2**31 frames or 1e308 cosines is refused before it costs memory or time."""
+    check_deflated_size(item, limits)
     ds = read_dataset(item, pixels=False)
     _refuse_non_images(item.name, ds)
     with reading(item.name, "the DICOM header holds invalid values", "fix or re-export the file"):

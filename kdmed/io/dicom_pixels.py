@@ -12,11 +12,13 @@ import contextlib
 import io
 import os
 import warnings
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pydicom
+import pydicom.filereader
 from pydicom import uid as uids
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, get_decoder
@@ -25,7 +27,7 @@ from kdmed.errors import KdmedError, StudyReadError, UnsupportedStudyError
 from kdmed.io.decoder_process import decode_isolated
 from kdmed.io.guard import PASS_THROUGH, reading
 from kdmed.io.header_checks import dicom_pixel_data, dicom_pixel_module
-from kdmed.io.limits import ReadLimits
+from kdmed.io.limits import ReadLimits, human_bytes
 from kdmed.io.sniff import Kind
 from kdmed.io.sources import Item
 
@@ -46,6 +48,33 @@ _DECODER_PACKAGES = {
     uids.RLELossless: "pylibjpeg-rle",
 }
 _HINT = "the file may be truncated or corrupt; export it again from the scanner or PACS"
+
+
+_DEFLATED = str(uids.DeflatedExplicitVRLittleEndian).encode("ascii")
+
+
+def check_deflated_size(item: Item, limits: ReadLimits) -> None:
+    """A Deflated Explicit VR Little Endian file is inflated whole by pydicom: measure what it inflates to
+    first, streaming and discarding, and refuse it above `limits.max_file_bytes` (a deflate bomb)."""
+    if _DEFLATED not in item.head(4096):
+        return
+    with reading(item.name, "the deflated data set cannot be inflated", _HINT):
+        stream = io.BytesIO(item.read())
+        pydicom.filereader.read_preamble(stream, item.kind is Kind.DICOM_RAW)
+        meta = pydicom.filereader._read_file_meta_info(stream)
+        if str(meta.get("TransferSyntaxUID", "")) != uids.DeflatedExplicitVRLittleEndian:
+            return
+        inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        while chunk := stream.read(1 << 20):
+            while chunk:
+                total += len(inflater.decompress(chunk, 1 << 24))
+                chunk = inflater.unconsumed_tail
+                if total > limits.max_file_bytes:
+                    raise StudyReadError(
+                        f"{item.name}: the deflated data set inflates to more than {human_bytes(limits.max_file_bytes)} "
+                        "(ReadLimits.max_file_bytes); it may be a decompression bomb, or pass a larger limit if "
+                        "the file is trusted"
+                    )
 
 
 def read_dataset(item: Item, *, pixels: bool) -> Dataset:

@@ -108,6 +108,9 @@ def dicom_seeds() -> Iterator[Seed]:
         if data is not None:
             yield Seed(f"{name}.dcm", "dicom", data)
     yield Seed("jpeg_baseline.dcm", "dicom", _jpeg_baseline())
+    deflated = _classic()
+    deflated.file_meta.TransferSyntaxUID = uids.DeflatedExplicitVRLittleEndian
+    yield Seed("deflated.dcm", "dicom", to_bytes(deflated))
     data = _compressed(_multiframe(), uids.RLELossless)
     if data is not None:
         yield Seed("rle_multiframe.dcm", "dicom", data)

@@ -8,16 +8,19 @@ DIR` writes them all to DIR, for trying them by hand.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import struct
 import sys
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pydicom
+import pydicom.filereader
 from pydicom import config as dicom_config
 from pydicom import uid as uids
 
@@ -90,6 +93,29 @@ def unknown_vr_in_file_meta() -> bytes:
     return data.replace(tag, tag[:4] + b"\x55\x03", 1)
 
 
+@functools.cache
+def deflate_bomb() -> bytes:
+    """Deflated Explicit VR Little Endian whose data set inflates to 2.5 GiB of zeros (an 11 MB file)."""
+    ds = _classic()
+    ds.file_meta.TransferSyntaxUID = uids.DeflatedExplicitVRLittleEndian
+    del ds.PixelData
+    meta_and_header = to_bytes(ds)  # preamble, File Meta and the deflated data set without pixels
+    stream = io.BytesIO(meta_and_header)
+    pydicom.filereader.read_preamble(stream, False)
+    pydicom.filereader._read_file_meta_info(stream)
+    head, deflated = meta_and_header[: stream.tell()], meta_and_header[stream.tell() :]
+    body = zlib.decompress(deflated, -zlib.MAX_WBITS)
+    size = 5 * 1024**3 // 2
+    body += struct.pack("<HH", 0x7FE0, 0x0010) + b"OB\x00\x00" + struct.pack("<I", size)
+    packer = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = [packer.compress(body)]
+    zeros = bytes(64 * 1024**2)
+    for _ in range(size // len(zeros)):
+        parts.append(packer.compress(zeros))
+    parts.append(packer.flush())
+    return head + b"".join(parts)
+
+
 def _nifti(edit: Callable[[nib.Nifti1Header], None]) -> bytes:
     volume = np.ones((8, 8, 6), np.float32)
     image = nib.Nifti1Image(volume, np.diag([1.0, 1.0, 2.0, 1.0]))
@@ -139,6 +165,7 @@ REPRODUCERS: dict[str, tuple[str, Callable[[], bytes], str]] = {
     "nifti_dim0_1": ("dim0.nii.gz", lambda: _nifti(_set("dim", 1, 0)), "1D data"),
     "nifti_dim0_9": ("dim9.nii.gz", lambda: _nifti(_set("dim", 9, 0)), "dim[0]"),
     "nifti_srow_1e38": ("srow.nii.gz", lambda: _nifti(_set("srow_y", 1e38, 3)), "srow"),
+    "deflate_bomb": ("deflated.dcm", deflate_bomb, "inflates to more than"),
     "png_65535_square": ("huge.png", png_huge, "voxels"),
     "png_rgba_8192": ("rgba.png", png_memory, "voxels"),
 }
