@@ -69,7 +69,9 @@ def _opened(item: Item, limits: ReadLimits) -> Iterator[tuple[Image.Image, int]]
     inside, the caller's included, names the file."""
     with reading(item.name, f"not a readable {item.kind.value} image", _HINT), warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        source = io.BytesIO(item.read()) if item.data is not None else item.path
+        # always from memory: Pillow reads a chunk's declared length in one call (PNG's load_end), and a
+        # file object would allocate a damaged 4 GiB length up front; BytesIO returns what is there
+        source = io.BytesIO(item.read())
         with _open(item.name, source, limits) as im:
             width, height = im.size
             check_voxels(item.name, (height, width, len(im.getbands())), limits)
