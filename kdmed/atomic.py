@@ -1,6 +1,8 @@
 """Atomic file output: write to a temporary file in the destination folder, then rename over the target.
 
-A crash or Ctrl-C mid-write leaves the previous file (or nothing), never a truncated one.
+A crash or Ctrl-C mid-write leaves the previous file (or nothing), never a truncated one. The temporary
+file is flushed to disk (fsync) before the rename and the folder after it, so a power cut cannot leave a
+renamed but empty file either.
 """
 
 from __future__ import annotations
@@ -30,10 +32,20 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give outputs the usual permissions
+        _fsync(tmp_path, os.O_RDONLY)
         os.replace(tmp_path, path)
+        _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
