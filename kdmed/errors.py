@@ -30,5 +30,14 @@ class CheckpointError(KdmedError):
     """A model checkpoint is missing, corrupt, or was written by an incompatible kdmed."""
 
 
+class InputSizeError(ConfigError, ValueError):
+    """Images of a size the model cannot take (RD4AD's decoder needs sides that are multiples of its
+    alignment); a ValueError too, for callers that catch that."""
+
+
+class TrainingDivergedError(KdmedError, FloatingPointError):
+    """The training loss became NaN or infinite: the learning rate is too high for this setup."""
+
+
 class DatasetError(KdmedError):
     """A dataset folder does not have the layout its adapter expects, or a split would be empty."""

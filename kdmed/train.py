@@ -43,6 +43,7 @@ from kdmed.data.adapters import adapter_reads_volumes
 from kdmed.data.preprocess import slice_policy
 from kdmed.data.slices import load_split, split_path
 from kdmed.data.transforms import to_model_input
+from kdmed.errors import TrainingDivergedError
 from kdmed.inference import predict_images, selection_value
 from kdmed.models.base import Detector
 from kdmed.models.registry import build_detector
@@ -161,7 +162,7 @@ def fit(
             with autocast(device, amp):
                 loss = detector.loss(batch, teacher)
             if not torch.isfinite(loss):
-                raise FloatingPointError(
+                raise TrainingDivergedError(
                     f"{desc}: the loss became {loss.item()} at epoch {epoch}, step {step}; "
                     "lower the learning rate in params.yaml."
                 )

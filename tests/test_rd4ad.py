@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from kdmed.config import Rd4adConfig
-from kdmed.errors import ConfigError
+from kdmed.errors import ConfigError, KdmedError
 from kdmed.models.rd4ad import RD4AD, rd_loss, rd_map
 
 
@@ -105,8 +105,9 @@ def test_map_is_the_blurred_sum_of_upsampled_cosine_distances():
 
 def test_input_sizes_that_the_decoder_cannot_mirror_are_a_clear_error():
     model = RD4AD(Rd4adConfig(backbone="resnet18", weights="random"))
-    with pytest.raises(ValueError, match="multiples of 32"):
+    with pytest.raises(ValueError, match="multiples of 32") as info:
         model.predict(torch.rand(1, 3, 48, 64))
+    assert isinstance(info.value, KdmedError)  # the CLI and the app report it as one line, not a traceback
 
 
 def test_mismatched_decoder_blocks_are_a_config_error():

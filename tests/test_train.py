@@ -13,7 +13,7 @@ import torch
 from kdmed.checkpoint import load_checkpoint, read_header, save_checkpoint
 from kdmed.config import OptimizerConfig, StpmConfig
 from kdmed.data.slices import load_split
-from kdmed.errors import CheckpointError
+from kdmed.errors import CheckpointError, KdmedError
 from kdmed.inference import predict_images
 from kdmed.models.stpm import STPM
 from kdmed.train import fit, train_stage
@@ -166,3 +166,16 @@ def test_training_and_calibration_never_read_the_test_split(tiny_brain, monkeypa
     reports = Path(params.evaluate.out_dir) / "brain" / "stpm"
     for name in ("roc.csv", "pr.csv", "histogram.csv", "scores.csv", "metrics.json", "panel.png"):
         assert (reports / name).is_file(), name
+
+
+def test_a_diverging_loss_is_a_kdmed_error_the_cli_reports(tiny_brain, monkeypatch):
+    """Before, a FloatingPointError escaped `kdmed train` as a traceback; now the CLI's handler catches it."""
+    train = load_split(tiny_brain.preprocess.out_dir, "brain", "train").images[:16]
+    monkeypatch.setattr(STPM, "loss", lambda self, batch, teacher=None: torch.tensor(float("nan")))
+    with pytest.raises(KdmedError, match="lower the learning rate") as info:
+        fit(
+            STPM(StpmConfig(backbone="resnet18", weights="random")), train, train[:8], epochs=1, batch_size=8,
+            optimizer_config=OptimizerConfig(name="sgd", lr=0.1, momentum=0.9), device=torch.device("cpu"),
+            amp=None, seed=0,
+        )  # fmt: skip
+    assert isinstance(info.value, FloatingPointError)

@@ -43,7 +43,7 @@ from torch import nn
 
 from kdmed.config import Rd4adConfig
 from kdmed.config_schema import build, to_plain
-from kdmed.errors import ConfigError
+from kdmed.errors import ConfigError, InputSizeError
 from kdmed.models.backbones import FeatureExtractor, FeatureInfo, layers_at_strides
 from kdmed.models.base import Detector, Features, Prediction
 from kdmed.models.maps import gaussian_blur
@@ -198,7 +198,7 @@ class RD4AD(Detector):
     def _check_size(self, x01: torch.Tensor) -> None:
         height, width = x01.shape[-2:]
         if height % self.alignment or width % self.alignment:
-            raise ValueError(
+            raise InputSizeError(
                 f"RD4AD needs input sides that are multiples of {self.alignment} (twice the deepest tapped "
                 f"stride); got {height}x{width}. Resize the images (common.image_size)."
             )
