@@ -24,13 +24,9 @@ def _detail(exc: BaseException) -> str:
 
 
 @contextmanager
-def reading(name: str, what: str, hint: str) -> Iterator[None]:
-    """Any failure of pydicom / nibabel / Pillow inside becomes `StudyReadError("<name>: <what>; <hint>")`.
-
-    Those libraries signal a corrupt file with many exception types (ValueError, EOFError, struct.error,
-    KeyError, their own classes), and native plug-ins with BaseException subclasses (pyo3's PanicException),
-    so the net is wide on purpose; kdmed's own errors pass through unchanged.
-    """
+def _net(name: str, wrap) -> Iterator[None]:
+    """kdmed's own errors and PASS_THROUGH go through; MemoryError gets the memory message; any other
+    exception (BaseException included: native panics) becomes `wrap(exc)`."""
     try:
         yield
     except (KdmedError, *PASS_THROUGH):
@@ -40,23 +36,28 @@ def reading(name: str, what: str, hint: str) -> Iterator[None]:
             f"{name}: not enough memory to read it; pass tighter ReadLimits or a smaller study"
         ) from exc
     except BaseException as exc:  # noqa: BLE001 - panics from native decoders are BaseExceptions
-        raise StudyReadError(f"{name}: {what} ({type(exc).__name__}: {_detail(exc)}); {hint}") from exc
+        raise wrap(exc) from exc
 
 
-@contextmanager
-def boundary(label: str) -> Iterator[None]:
+def reading(name: str, what: str, hint: str):
+    """Any failure of pydicom / nibabel / Pillow inside becomes `StudyReadError("<name>: <what>; <hint>")`.
+
+    Those libraries signal a corrupt file with many exception types (ValueError, EOFError, struct.error,
+    KeyError, their own classes), and native plug-ins with BaseException subclasses (pyo3's PanicException),
+    so the net is wide on purpose; kdmed's own errors pass through unchanged.
+    """
+    return _net(
+        name, lambda exc: StudyReadError(f"{name}: {what} ({type(exc).__name__}: {_detail(exc)}); {hint}")
+    )
+
+
+def boundary(label: str):
     """The last net around `load_study` and friends: whatever escaped the readers' own checks becomes an
     `UnexpectedReaderError` naming the source, so no caller (app, CLI, batch scorer) ever sees a raw one."""
-    try:
-        yield
-    except (KdmedError, *PASS_THROUGH):
-        raise
-    except MemoryError as exc:
-        raise StudyReadError(
-            f"{label}: not enough memory to read it; pass tighter ReadLimits or a smaller study"
-        ) from exc
-    except BaseException as exc:  # noqa: BLE001
-        raise UnexpectedReaderError(
+    return _net(
+        label,
+        lambda exc: UnexpectedReaderError(
             f"{label}: the file could not be read ({type(exc).__name__}: {_detail(exc)}); it is damaged or "
             "unusual: export it again, and if it opens elsewhere please report it with the file"
-        ) from exc
+        ),
+    )
