@@ -13,7 +13,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +61,26 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Rows of dicts as CSV with a header taken from the first row."""
+def csv_text(
+    rows: Iterable[Mapping[str, Any]], columns: Sequence[str] | None = None, line_end: str = "\r\n"
+) -> str:
+    """Rows of dicts as CSV text (the project's one CSV writer; `write_csv` puts it in a file): header
+    `columns`, or the first row's keys. A row with a key outside the header is an error (csv.DictWriter);
+    the line end is csv's default (RFC 4180) unless given."""
+    rows = list(rows)
+    if columns is None:
+        if not rows:
+            raise ValueError("no rows to write and no columns given; pass columns= for an empty table.")
+        columns = list(rows[0])
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(text, fieldnames=list(columns), lineterminator=line_end)
     writer.writeheader()
     writer.writerows(rows)
-    write_text(path, text.getvalue())
+    return text.getvalue()
+
+
+def write_csv(
+    path: str | Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[str] | None = None
+) -> None:
+    """`csv_text(rows, columns)` written atomically to `path`."""
+    write_text(path, csv_text(rows, columns))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from kdmed import atomic
@@ -66,17 +66,28 @@ def save_checkpoint(path: str | Path, detector: Detector, header: CheckpointHead
 def read_header(path: str | Path) -> CheckpointHeader:
     """Only the header (fast; used to list models in the app), validated field by field."""
     path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint '{path}' does not exist; train one with `dvc repro`.")
     try:
-        with path.open("rb") as handle:
-            size = int.from_bytes(handle.read(8), "little")
-            if size <= 0 or size > 100_000_000:
-                raise ValueError(f"implausible header size {size}")
-            raw = json.loads(handle.read(size))
-        payload = json.loads(raw["__metadata__"]["kdmed"])
-    except FileNotFoundError as error:
-        raise CheckpointError(f"checkpoint '{path}' does not exist; train one with `dvc repro`.") from error
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(f"'{path}' is not a kdmed checkpoint (unreadable header: {error}).") from error
+        # safetensors validates the header (length, JSON, tensor offsets covering the whole file), so a
+        # truncated or corrupt file fails here, before any weight is read.
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata()
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(
+            f"'{path}' is not a kdmed checkpoint (unreadable safetensors header: {error}); it may be "
+            f"truncated or corrupt: copy it again, or {_RETRAIN}."
+        ) from error
+    if not metadata or "kdmed" not in metadata:
+        raise CheckpointError(
+            f"'{path}' is not a kdmed checkpoint (a safetensors file without a 'kdmed' header); {_RETRAIN}."
+        )
+    try:
+        payload = json.loads(metadata["kdmed"])
+    except ValueError as error:
+        raise CheckpointError(
+            f"'{path}' is not a kdmed checkpoint (its 'kdmed' header is not JSON: {error})."
+        ) from error
     return upgrade_header(path, payload)
 
 

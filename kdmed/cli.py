@@ -20,9 +20,16 @@ def _params(args: argparse.Namespace):
 
 def cmd_demo_data(args: argparse.Namespace) -> None:
     from kdmed.data.demo import generate_demo
+    from kdmed.data.demo_params import demo_spec
 
     demo = _params(args).demo_data
-    print(json.dumps(generate_demo(Path(demo.out_dir), demo.spec()), indent=2))
+    print(json.dumps(generate_demo(Path(demo.out_dir), demo_spec(demo)), indent=2))
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    from kdmed.profiles import profile_settings, set_arguments
+
+    print(" ".join(set_arguments(profile_settings(args.profile, args.params))))
 
 
 def cmd_preprocess(args: argparse.Namespace) -> None:
@@ -101,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     add("demo-data", cmd_demo_data, "generate the synthetic demo studies (brain NIfTI, OCT, WBC)")
+    add(
+        "profile",
+        cmd_profile,
+        "print a named params set (profiles/*.yaml) as `dvc exp run` -S arguments, checked against --params",
+    ).add_argument("profile", help="a profile file, e.g. profiles/cpu-128px.yaml")
     add("preprocess", cmd_preprocess, "index a dataset and write model-ready slices").add_argument(
         "--dataset", required=True
     )

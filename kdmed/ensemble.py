@@ -23,9 +23,9 @@ from kdmed import atomic, rules
 from kdmed.checkpoint import read_header
 from kdmed.config import Params
 from kdmed.errors import ConfigError
-from kdmed.evaluate import image_metrics, operating_point_metrics, rounded
 from kdmed.metrics import image_auroc
-from kdmed.train import checkpoint_path
+from kdmed.metrics.reported import image_metrics, operating_point_metrics, rounded
+from kdmed.paths import checkpoint_path, report_dir, scores_path
 
 
 def read_scores(path: Path) -> dict[str, np.ndarray]:
@@ -73,10 +73,10 @@ def ensemble_stage(params: Params, name: str) -> dict:
     methods = list(params.pipeline.methods)
     if len(methods) < 2:
         raise ConfigError(f"an ensemble needs at least two methods in pipeline.methods; got {methods}.")
-    out_root = Path(params.evaluate.out_dir) / name
+    out_dir = report_dir(params, name, "ensemble")
     columns, calibrations = {}, {}
     for method in methods:
-        columns[method] = read_scores(out_root / method / "scores.csv")
+        columns[method] = read_scores(scores_path(params, name, method))
         calibration = read_header(checkpoint_path(params, model_dataset, method)).serving.calibration
         calibrations[method] = (calibration.threshold, calibration.scale)
     reference, per_method, score = combine(columns, calibrations)
@@ -93,9 +93,9 @@ def ensemble_stage(params: Params, name: str) -> dict:
         **operating_point_metrics(labels, score, patients, 0.0),
         **{f"image_auroc_{m}": image_auroc(labels, per_method[m]) for m in methods},
     }
-    atomic.write_json(out_root / "ensemble" / "metrics.json", rounded(metrics))
+    atomic.write_json(out_dir / "metrics.json", rounded(metrics))
     atomic.write_csv(
-        out_root / "ensemble" / "scores.csv",
+        out_dir / "scores.csv",
         [
             {"name": n, "patient": p, "label": int(y), "score": float(s), "flagged": int(f)}
             for n, p, y, s, f in zip(

@@ -1,8 +1,13 @@
-"""Scoring: the only code path the evaluate stage, `kdmed score` and the app use to run a detector."""
+"""Running a detector: `batched` (the one batching loop), `predict_images` (maps and scores of stored
+images: the evaluate, train and localize stages) and `score_study` (a loaded study through the checkpoint's
+preprocessing: `kdmed score`, the app and review). Both scoring paths end in `predict_images`."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -13,6 +18,8 @@ from kdmed.data.transforms import to_model_input
 from kdmed.models.base import Detector
 from kdmed.runtime import amp_dtype, autocast
 
+Output = TypeVar("Output")
+
 
 @dataclass(frozen=True)
 class Scores:
@@ -20,7 +27,43 @@ class Scores:
     scores: np.ndarray  # (N,) float64
 
 
-@torch.no_grad()
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The module in eval mode (BatchNorm statistics frozen) for the block, its own mode restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+def batched(
+    fn: Callable[[torch.Tensor], Output],
+    images: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    amp: torch.dtype | None = None,
+    *,
+    grad: bool = False,
+    progress: Callable[[int, int], Any] | None = None,
+) -> list[Output]:
+    """`fn(batch)` for each run of `batch_size` uint8 or [0, 1] images (N, C, S, S), in order: each batch
+    as model input (`to_model_input`) on `device`, under `autocast(device, amp)` and, unless `grad`,
+    without autograd. `progress(done, total)` after each batch. The caller chooses the module's mode
+    (`eval_mode`)."""
+    outputs: list[Output] = []
+    total = images.shape[0]
+    with torch.set_grad_enabled(grad):
+        for start in range(0, total, batch_size):
+            batch = to_model_input(images[start : start + batch_size]).to(device, non_blocking=True)
+            with autocast(device, amp):
+                outputs.append(fn(batch))
+            if progress is not None:
+                progress(min(start + batch_size, total), total)
+    return outputs
+
+
 def predict_images(
     detector: Detector,
     images: torch.Tensor,
@@ -29,43 +72,27 @@ def predict_images(
     progress=None,
 ) -> Scores:
     """Maps and scores for uint8 or [0, 1] float images (N, C, S, S), in batches, in eval mode."""
-    was_training = detector.training
-    detector.eval()
+
+    def predict(batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        prediction = detector.predict(batch)  # to host memory per batch: device memory stays one batch
+        return prediction.maps.float().cpu().numpy(), prediction.scores.double().cpu().numpy()
+
     device = next(detector.parameters()).device
-    maps, scores = [], []
-    try:
-        for start in range(0, images.shape[0], batch_size):
-            batch = to_model_input(images[start : start + batch_size]).to(device, non_blocking=True)
-            with autocast(device, amp):
-                prediction = detector.predict(batch)
-            maps.append(prediction.maps.float().cpu().numpy())
-            scores.append(prediction.scores.double().cpu().numpy())
-            if progress is not None:
-                progress(min(start + batch_size, images.shape[0]), images.shape[0])
-    finally:
-        detector.train(was_training)
+    with eval_mode(detector):
+        parts = batched(predict, images, batch_size, device, amp, progress=progress)
+    maps, scores = zip(*parts, strict=True)
     return Scores(maps=np.concatenate(maps).astype(np.float32), scores=np.concatenate(scores))
 
 
-@torch.no_grad()
 def selection_value(
     detector: Detector, images: torch.Tensor, batch_size: int = 32, amp: torch.dtype | None = None
 ) -> float:
     """Mean of the method's checkpoint-selection values over held-out normal images (lower is better)."""
-    was_training = detector.training
-    detector.eval()
     device = next(detector.parameters()).device
-    total, count = 0.0, 0
-    try:
-        for start in range(0, images.shape[0], batch_size):
-            batch = to_model_input(images[start : start + batch_size]).to(device)
-            with autocast(device, amp):
-                values = detector.selection_scores(batch).float()
-            total += float(values.sum())
-            count += values.numel()
-    finally:
-        detector.train(was_training)
-    return total / max(count, 1)
+    with eval_mode(detector):
+        values = batched(lambda b: detector.selection_scores(b).float(), images, batch_size, device, amp)
+    total = sum(float(v.sum()) for v in values)
+    return total / max(sum(v.numel() for v in values), 1)
 
 
 # ------------------------------------------------------------------------------------- whole studies

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from importlib.metadata import version
+from importlib.util import find_spec
 from pathlib import Path
 
 from kdmed.atomic import write_text
@@ -110,8 +111,22 @@ def offline_template() -> str:
     return page
 
 
+PIPELINE_MODULES = {"dvc": "dvc", "dvc_render": "dvc", "vl_convert": "vl-convert-python"}
+
+
+def require_pipeline_extra() -> None:
+    """The pipeline's packages are an extra (`pip install kdmed` only scores): name the missing ones."""
+    missing = sorted({package for module, package in PIPELINE_MODULES.items() if find_spec(module) is None})
+    if missing:
+        raise KdmedError(
+            f"`kdmed plots-template` needs the pipeline extra, and {', '.join(missing)} is not installed; "
+            "install it with `pip install 'kdmed[pipeline]'` (`make setup` installs every extra)"
+        )
+
+
 def install_template(repo: str | Path = ".") -> Path:
     """Write the template into `<repo>/.dvc/` and make the repository's .dvc/config point DVC at it."""
+    require_pipeline_extra()
     from dvc.config import Config
 
     dvc_dir = Path(repo) / ".dvc"

@@ -1,4 +1,4 @@
-"""Review records of one scored study: per-slice scores as CSV and a one-page PDF summary (matplotlib).
+"""Review records of one scored study: per-slice scores as CSV and a PDF summary (matplotlib).
 
 Neither contains patient-identifying DICOM fields (name, id, birth date, institution, dates) unless the
 reader opts in with `include_phi=True`; the model, its threshold and the operating threshold the reader
@@ -7,17 +7,18 @@ chose are always stated, so that a record says how its verdict was reached.
 
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 
+from kdmed import atomic
 from kdmed.contract import SCORED, CheckpointHeader
 from kdmed.inference import StudyResult
 
 MAX_PDF_SLICES = 6
+RECORD_STYLE = {"pdf.fonttype": 42, "font.size": 9}  # TrueType text (searchable), 9 pt
 
 
 @dataclass(frozen=True)
@@ -33,36 +34,32 @@ class ReviewContext:
 def scores_csv(result: StudyResult, context: ReviewContext) -> bytes:
     """One row per slice: index, name, status (scored, or why not), raw score, normalised score (0.5 =
     calibrated threshold), flagged at the operating threshold, and the two thresholds."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
-        [
-            "slice",
-            "name",
-            "status",
-            "score",
-            "normalized_score",
-            "flagged",
-            "operating_threshold",
-            "calibrated_threshold",
-        ]
+    columns = (
+        "slice",
+        "name",
+        "status",
+        "score",
+        "normalized_score",
+        "flagged",
+        "operating_threshold",
+        "calibrated_threshold",
     )
     flagged = result.flags_at(context.operating_threshold)
+    rows = []
     for i, name in enumerate(result.names):
         score = result.scores[i]
-        writer.writerow(
-            [
-                result.slice_indices[i],
-                name,
-                result.status[i],
-                "" if np.isnan(score) else f"{score:.6g}",
-                "" if np.isnan(result.normalized[i]) else f"{result.normalized[i]:.4f}",
-                int(flagged[i]),
-                f"{context.operating_threshold:.6g}",
-                f"{result.threshold:.6g}",
-            ]
+        values = (
+            result.slice_indices[i],
+            name,
+            result.status[i],
+            "" if np.isnan(score) else f"{score:.6g}",
+            "" if np.isnan(result.normalized[i]) else f"{result.normalized[i]:.4f}",
+            int(flagged[i]),
+            f"{context.operating_threshold:.6g}",
+            f"{result.threshold:.6g}",
         )
-    return buffer.getvalue().encode("utf-8")
+        rows.append(dict(zip(columns, values, strict=True)))
+    return atomic.csv_text(rows, columns, line_end="\n").encode("utf-8")
 
 
 def _record_lines(result: StudyResult, context: ReviewContext, flagged: np.ndarray) -> list[str]:
@@ -101,8 +98,66 @@ def _unscored(result: StudyResult) -> str:
     return f", {' and '.join(parts)} (not scored)" if parts else ""
 
 
-def record_figure(result: StudyResult, context: ReviewContext, overlays: dict[int, np.ndarray]):
-    """The record as one A4 matplotlib figure (see `pdf_report`)."""
+# The record's layout in fractions of an A4 page. The text block grows with the study's fields and
+# wrapped lines; the chart and the slices follow it down, onto a second page when they no longer fit.
+TEXT_TOP = 0.9  # the top of the first line under the verdict
+LINE_STEP = 0.018  # from one line's top to the next line's
+LINE_GAP = 0.004  # below a wrapped line
+CHART_TOP = 0.74  # where the chart sits when the text leaves room
+CHART_HEIGHT = 0.14
+GAP = 0.03  # between the text and the chart (room for the top tick label)
+BELOW_CHART = 0.08  # the chart's axis label and the first row of slice titles
+SLICE_SIZE = 0.22
+SLICE_STEP = 0.26
+PAGE_TOP = 0.93  # where a continuation page's content starts, under its heading
+PAGE_BOTTOM = 0.04
+
+
+class _Pages:
+    """A4 figures filled from the top: `place` reserves a block of a given height below the cursor,
+    starting a continuation page when the block would run past the bottom margin."""
+
+    def __init__(self, plt, title: str) -> None:
+        self.plt, self.title = plt, title
+        self.figures: list = []
+        self.new_page(first=True)
+
+    def new_page(self, first: bool = False) -> None:
+        figure = self.plt.figure(figsize=(8.27, 11.69))
+        if not first:
+            figure.text(0.06, 0.965, f"{self.title} (continued)", fontsize=11, weight="bold")
+        self.figures.append(figure)
+        self.cursor = TEXT_TOP if first else PAGE_TOP
+
+    @property
+    def figure(self):
+        return self.figures[-1]
+
+    def line(self, text: str) -> None:
+        """One line of the text block (wrapped at the page's edge), below the previous one."""
+        for attempt in range(2):
+            label = self.figure.text(0.06, self.cursor, text, wrap=True, va="top")
+            box = label.get_window_extent(self.figure.canvas.get_renderer())
+            bottom = self.figure.transFigure.inverted().transform((0, box.y0))[1]
+            if bottom >= PAGE_BOTTOM or attempt:
+                self.cursor = min(self.cursor - LINE_STEP, bottom - LINE_GAP)
+                return
+            label.remove()
+            self.new_page()
+
+    def place(self, height: float, top_at_most: float, above: float) -> float:
+        """The top of a block `height` tall with `above` free above it, no higher than `top_at_most`."""
+        top = min(top_at_most, self.cursor - above)
+        if top - height < PAGE_BOTTOM - 1e-9:  # the usual page ends exactly on the margin
+            self.new_page()
+            top = self.cursor - max(above, GAP)
+        self.cursor = top - height
+        return top
+
+
+def record_figures(result: StudyResult, context: ReviewContext, overlays: dict[int, np.ndarray]) -> list:
+    """The record as A4 matplotlib figures (see `pdf_report`): one page unless the study's fields push the
+    chart or the slices past its bottom."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,42 +166,51 @@ def record_figure(result: StudyResult, context: ReviewContext, overlays: dict[in
     flagged = result.flags_at(context.operating_threshold)
     lines = _record_lines(result, context, flagged)
     created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    figure = plt.figure(figsize=(8.27, 11.69))
-    figure.text(0.06, 0.965, "kdmed anomaly screening: review record", fontsize=15, weight="bold")
-    figure.text(0.06, 0.945, f"Created {created}. Decision support only: a clinician reviews every flag.")
-    figure.text(0.06, 0.915, lines[0], fontsize=13, weight="bold")
-    for k, line in enumerate(lines[1:]):
-        figure.text(0.06, 0.89 - 0.018 * k, line, wrap=True)
+    pages = _Pages(plt, "kdmed anomaly screening: review record")
+    pages.figure.text(0.06, 0.965, pages.title, fontsize=15, weight="bold")
+    pages.figure.text(
+        0.06, 0.945, f"Created {created}. Decision support only: a clinician reviews every flag."
+    )
+    pages.figure.text(0.06, 0.915, lines[0], fontsize=13, weight="bold")
+    for line in lines[1:]:
+        pages.line(line)
+    slices_top, above = 0.3 + SLICE_SIZE, GAP  # the first row of slices, without a chart above it
     if len(result.scores) > 1:
-        axis = figure.add_axes((0.1, 0.6, 0.84, 0.14))
+        top = pages.place(CHART_HEIGHT + BELOW_CHART, CHART_TOP, GAP)
+        axis = pages.figure.add_axes((0.1, top - CHART_HEIGHT, 0.84, CHART_HEIGHT))
         axis.plot(result.slice_indices, result.scores, color="black", linewidth=1, label="score")
         axis.axhline(context.operating_threshold, color="red", linewidth=0.8, label="threshold")
         axis.set_xlabel("slice")
         axis.set_ylabel("score")
         axis.legend(loc="upper right", fontsize=7)
-    for count, (position, image) in enumerate(list(overlays.items())[:MAX_PDF_SLICES]):
-        row, column = divmod(count, 3)
-        axis = figure.add_axes((0.06 + column * 0.31, 0.3 - row * 0.26, 0.27, 0.22))
-        axis.imshow(image)
-        axis.set_xticks([])
-        axis.set_yticks([])
-        flag = "flagged" if flagged[position] else "not flagged"
-        axis.set_title(f"{result.names[position]}: {result.scores[position]:.4g} ({flag})", fontsize=8)
-    return figure
+        slices_top, above = pages.cursor, 0.0
+    shown = list(overlays.items())[:MAX_PDF_SLICES]
+    for row in range(0, len(shown), 3):
+        top = pages.place(SLICE_SIZE, slices_top, above)
+        slices_top, above = 1.0, SLICE_STEP - SLICE_SIZE  # the next row: right under this one's titles
+        for column, (position, image) in enumerate(shown[row : row + 3]):
+            axis = pages.figure.add_axes((0.06 + column * 0.31, top - SLICE_SIZE, 0.27, SLICE_SIZE))
+            axis.imshow(image)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            flag = "flagged" if flagged[position] else "not flagged"
+            axis.set_title(f"{result.names[position]}: {result.scores[position]:.4g} ({flag})", fontsize=8)
+    return pages.figures
 
 
 def pdf_report(result: StudyResult, context: ReviewContext, overlays: dict[int, np.ndarray]) -> bytes:
-    """A one-page A4 PDF: verdict, study score, model and thresholds, the study's description (identifying
+    """An A4 PDF, one page unless the study's fields push the chart or slices onto a second: verdict, study score, model and thresholds, the study's description (identifying
     fields only if they are in `context.study`), the score along the slices and the top slices with their
     overlays (`overlays`: slice position -> RGB uint8 image, most suspicious first). Text is embedded as
     TrueType, so the record is searchable."""
     import matplotlib.pyplot as plt
     from matplotlib.backends.backend_pdf import PdfPages
 
-    with plt.rc_context({"pdf.fonttype": 42, "font.size": 9}):
-        figure = record_figure(result, context, overlays)
+    with plt.rc_context(RECORD_STYLE):
+        figures = record_figures(result, context, overlays)
         buffer = io.BytesIO()
         with PdfPages(buffer, metadata={"Title": "kdmed review record", "Creator": "kdmed"}) as pdf:
-            pdf.savefig(figure)
-        plt.close(figure)
+            for figure in figures:
+                pdf.savefig(figure)
+                plt.close(figure)
     return buffer.getvalue()

@@ -26,11 +26,7 @@ from kdmed.contract import LITTLE_TISSUE, OUTSIDE_RANGE, SCORED, CheckpointHeade
 from kdmed.data.transforms import from_view, resize_map, to_unit_range
 from kdmed.errors import KdmedError, StudyReadError
 from kdmed.inference import StudyResult, score_study
-from kdmed.io import Study, load_study
-from kdmed.io.grid import InputGrid
-from kdmed.io.limits import ReadLimits
-from kdmed.io.sniff import DICOM_KINDS, IMAGE_KINDS, NIFTI_KINDS
-from kdmed.io.sources import Item, collect
+from kdmed.io import InputGrid, Item, Study, list_images, load_study
 
 log = logging.getLogger(__name__)
 
@@ -175,14 +171,7 @@ def _score_volume(checkpoint, study, result, out) -> dict[str, Any]:
 def image_items(source: Any, series_uid: str | None) -> list[Item] | None:
     """The 2D images of a folder or list of paths holding nothing else scoreable; None for any other
     source (it is one study, read by `load_study`)."""
-    is_folder = isinstance(source, str | Path) and Path(source).is_dir()
-    if not (is_folder or isinstance(source, list | tuple)) or series_uid is not None:
-        return None
-    items = collect(source, ReadLimits())
-    if any(i.kind in DICOM_KINDS | NIFTI_KINDS for i in items):
-        return None
-    images = [i for i in items if i.kind in IMAGE_KINDS]
-    return images or None
+    return None if series_uid is not None else list_images(source)
 
 
 def _score_image(study: Study, result: StudyResult, name: str, out: Path | None) -> dict[str, Any]:

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from kdmed.config import Params
+from kdmed.paths import checkpoint_path, metrics_path
 from kdmed.published import BMAD_NOTE, bmad_numbers
-from kdmed.train import checkpoint_path
 
 COLUMNS = (
     ("image_auroc", "image AUROC"),
@@ -34,7 +34,7 @@ def summary_rows(params: Params) -> list[dict]:
     wanted += [(name, "ensemble", "") for name in params.pipeline.ensembles]
     rows = []
     for report, method, published in wanted:
-        path = Path(params.evaluate.out_dir) / report / method / "metrics.json"
+        path = metrics_path(params, report, method)
         metrics = json.loads(path.read_text()) if path.is_file() else {}
         rows.append(
             {"dataset": report, "method": method, "metrics": metrics, "path": path, "published": published}

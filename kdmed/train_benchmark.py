@@ -19,39 +19,18 @@ import json
 import resource
 import time
 
-import numpy as np
 import torch
 
-from kdmed.config import MkdConfig, Rd4adConfig, StpmConfig
-from kdmed.models.registry import build_detector
+from kdmed.data.slices import load_images
+from kdmed.models.registry import METHOD_NAMES, build_detector, default_config, paper_backbone
 from kdmed.runtime import amp_dtype, resolve_device
-from kdmed.train import fit
-
-PAPER_BACKBONES = {"stpm": "resnet18", "rd4ad": "wide_resnet50_2", "mkd": "vgg16"}
-CONFIGS = {"stpm": StpmConfig, "rd4ad": Rd4adConfig, "mkd": MkdConfig}
-LITE0_MKD_LAYERS = ("stage2", "stage3", "stage5", "stage7")
-
-
-def method_config(method: str, backbone: str, weights: str):
-    extra = {"layers": LITE0_MKD_LAYERS} if method == "mkd" and backbone == "efficientnet_lite0" else {}
-    return CONFIGS[method](backbone=backbone, weights=weights, **extra)
-
-
-def load_images(path: str | None, count: int, size: int) -> torch.Tensor:
-    if path is None:
-        return torch.randint(0, 256, (count, 1, size, size), dtype=torch.uint8)
-    with np.load(path) as data:
-        images = torch.from_numpy(data["images"][:count])
-    if images.shape[-1] != size:
-        images = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear")
-        images = images.round().clamp(0, 255).to(torch.uint8)
-    return images
+from kdmed.train import FitSettings, fit
 
 
 def run(method: str, backbone: str, args) -> dict:
     device = resolve_device(args.device)
     amp = amp_dtype(device, not args.no_amp)
-    config = method_config(method, backbone, args.weights)
+    config = default_config(method, backbone, args.weights)
     batch = args.batch_size or config.batch_size
     images = load_images(args.images, max(batch * args.steps_per_epoch, batch), args.image_size)
     torch.manual_seed(0)
@@ -65,14 +44,16 @@ def run(method: str, backbone: str, args) -> dict:
         detector,
         images,
         images[:batch],
-        epochs=epochs,
-        batch_size=batch,
-        optimizer_config=config.optimizer,
-        device=device,
-        amp=amp,
-        seed=0,
-        validate_every=epochs,
-        desc=f"{method}/{backbone}",
+        FitSettings(
+            epochs=epochs,
+            batch_size=batch,
+            optimizer=config.optimizer,
+            device=device,
+            amp=amp,
+            seed=0,
+            validate_every=epochs,
+            desc=f"{method}/{backbone}",
+        ),
     )
     seconds = time.perf_counter() - started
     steady = state.history[1:]  # the first epoch includes warm-up (cuDNN autotuning, allocator growth)
@@ -102,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--methods", nargs="+", default=["stpm", "rd4ad", "mkd"], choices=list(CONFIGS))
+    parser.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--paper-backbones", action="store_true", help="each method with its paper's teacher")
     parser.add_argument("--weights", default="imagenet", help="imagenet, random or a .pth path")
@@ -115,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-amp", action="store_true")
     args = parser.parse_args(argv)
     for method in args.methods:
-        backbone = PAPER_BACKBONES[method] if args.paper_backbones else args.backbone
+        backbone = paper_backbone(method) if args.paper_backbones else args.backbone
         print(json.dumps(run(method, backbone, args)), flush=True)
 
 

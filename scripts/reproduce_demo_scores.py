@@ -10,7 +10,7 @@ from kdmed.data.adapters import index_dataset
 
 params = load_params("params.yaml")
 worst, count, flagged_outside = 0.0, 0, 0
-for method in ("stpm", "rd4ad", "mkd"):
+for method in params.pipeline.methods:
     evaluated = {}
     with open(f"reports/brain/{method}/scores.csv") as handle:
         for row in csv.DictReader(handle):

@@ -122,3 +122,25 @@ def test_wbc_neutrophils_normal_other_types_anomalous(shared_data):
     assert all(r.image.endswith(".bmp") for r in records)  # never the NNN.png segmentation masks
     assert not any(r.split == "train" and r.label == 1 for r in records)
     assert_no_patient_crosses_splits(records)
+
+
+def centroid(weights):
+    rows, cols = np.indices(weights.shape)
+    total = weights.sum()
+    return np.array([(rows * weights).sum() / total, (cols * weights).sum() / total])
+
+
+@pytest.mark.parametrize("start", [100, 101, 102, 103])
+def test_a_mask_resized_with_its_image_stays_on_it(start):
+    """Masks and images share one pixel-centre convention (half-integer centres): a square and its mask,
+    shrunk 512 -> 128 together, keep their centroids within half an output pixel. Before, masks used torch's
+    legacy "nearest" (pixel floor(i * in / out)) while images were area-averaged: the mask of a square
+    starting at row 101 sat 0.75 px off its image."""
+    from kdmed.data.transforms import PrepareImaged
+
+    image = np.zeros((512, 512), np.uint8)
+    image[start : start + 64, start + 7 : start + 7 + 64] = 255
+    out = PrepareImaged(128)({"image": image, "mask": image > 0})
+    assert out["mask"].dtype == bool and out["mask"].shape == (128, 128)
+    shift = np.abs(centroid(out["image"][0]) - centroid(out["mask"].astype(float)))
+    assert (shift <= 0.5 + 1e-9).all(), shift

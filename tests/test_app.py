@@ -1,22 +1,28 @@
 """The review app driven headlessly with Streamlit's AppTest: upload, score, review, export, bad uploads.
 
-Models are random-init checkpoints (tests/fake_models.py) whose threshold is set at the median score of
-the test study, so that some slices are flagged and some are not; the flow, not the model, is under test.
+Models are random-init checkpoints (tests/fake_models.py); the flow, not the model, is under test. Where
+counts matter, the test study is scored once outside the app (the oracle) and the threshold put between two
+of its scores, so the app must show exactly the expected flags, in the expected order.
 """
 
 from __future__ import annotations
 
 import io
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_models import model_at_median, nifti_bytes, write_checkpoint
+from fake_models import nifti_bytes, write_checkpoint
 from PIL import Image
 from pypdf import PdfReader
 
+from kdmed.checkpoint import load_checkpoint, read_header, save_checkpoint
+from kdmed.inference import score_study
+from kdmed.io import load_study
 from kdmed.io.synthetic import PATIENT, series_datasets, write_datasets
+from kdmed.review import operating_threshold
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
@@ -51,16 +57,32 @@ def test_without_models_the_app_explains_how_to_train(monkeypatch, tmp_path):
     assert any("dvc repro" in md.value for md in app.markdown)
 
 
+def model_flagging(models: Path, top: int):
+    """An STPM checkpoint whose threshold lies halfway between the `top`-th and the next highest score of
+    the test study, and the study as scored outside the app (slice i at position i)."""
+    path = models / "demo" / "stpm" / "model.safetensors"
+    write_checkpoint(path, "volume")
+    oracle = score_study(load_checkpoint(path), load_study([("study.nii", nifti_bytes())]))
+    scores = oracle.scores
+    ranked = np.sort(scores[np.isfinite(scores)])[::-1]
+    assert ranked[top - 1] > ranked[top], "tied scores: choose another `top`"
+    threshold = float(ranked[top - 1] + ranked[top]) / 2
+    write_checkpoint(path, "volume", threshold=threshold, scale=float(np.std(ranked)))
+    return path, oracle
+
+
 def test_nifti_review_flow_from_upload_to_both_reports(monkeypatch, tmp_path):
-    model_at_median(tmp_path, "volume", [("study.nii", nifti_bytes())])
+    path, oracle = model_flagging(tmp_path, top=3)
+    scores = oracle.scores
     app = upload(start(monkeypatch, tmp_path), [("study.nii", nifti_bytes())])
     assert "slices flagged" in app.subheader[0].value
-    flagged_before = flagged_count(app)
-    assert 0 < flagged_before < 12
+    assert flagged_count(app) == 3
 
     # the flagged list is ordered by score; choosing one moves the scrubber there
     pick = app.radio(key="flagged_pick")
-    least_suspicious = int(pick.options[-1].split(":")[0].split()[-1])  # "slice 7: 0.123"
+    listed = [int(option.split(":")[0].split()[-1]) for option in pick.options]  # "slice 7: 0.123"
+    assert listed == [int(i) for i in np.argsort(-np.nan_to_num(scores, nan=-np.inf))[:3]]
+    least_suspicious = listed[-1]
     pick.set_value(least_suspicious).run()
     assert not app.exception
     assert app.slider(key="slice").value == least_suspicious
@@ -71,19 +93,21 @@ def test_nifti_review_flow_from_upload_to_both_reports(monkeypatch, tmp_path):
     assert len(app.image) >= 2 and not app.exception
 
     app.slider(key="operating_point").set_value(0.2).run()  # more sensitive: lower threshold
-    assert flagged_count(app) > flagged_before
+    lower = operating_threshold(read_header(path).serving.calibration, 0.2)
+    assert flagged_count(app) == int((np.nan_to_num(scores, nan=-np.inf) > lower).sum()) > 3
     assert any("calibrated threshold" in c.value for c in app.caption)
 
     rows = app.session_state["report_csv"].decode().strip().splitlines()
     assert rows[0].startswith("slice,name,status,score,normalized_score,flagged")
     assert len(rows) == 1 + 12 and sum(int(r.split(",")[5]) for r in rows[1:]) == flagged_count(app)
-    assert not app.get("download_button") or len(app.get("download_button")) == 1  # CSV only until prepared
+    assert len(app.get("download_button")) == 1  # the CSV only, until the PDF is prepared
     app.button(key="prepare_pdf").click().run()
     assert len(app.get("download_button")) == 2
     text = "".join(
         page.extract_text() for page in PdfReader(io.BytesIO(app.session_state["report_pdf"])).pages
     )
-    assert "Study FLAGGED for review" in text or "Study not flagged" in text
+    verdict = "Study FLAGGED for review" if oracle.study_flagged_at(lower) else "Study not flagged"
+    assert verdict in text and f"Operating threshold {lower:.4g}" in text
     assert "stpm / resnet18" in text and "Operating threshold" in text
 
 
@@ -219,7 +243,7 @@ def test_mkd_slices_can_be_explained_with_captum_on_demand(monkeypatch, tmp_path
 
 def test_the_study_is_read_once_and_kept_apart_from_the_model(monkeypatch, tmp_path):
     """A rerun or a model switch re-reads neither the upload nor the checkpoint headers; a switch rescores
-    the study already in memory and drops an explanation made with the other model."""
+    the study already in memory (what an explanation shows after a switch: the next test)."""
     import kdmed.checkpoint
     import kdmed.io
 
@@ -240,9 +264,114 @@ def test_the_study_is_read_once_and_kept_apart_from_the_model(monkeypatch, tmp_p
     stpm = next(i for i, o in enumerate(options) if "/ stpm " in o)
     app.selectbox(key="model").set_value(stpm).run()
     assert not app.exception and len(reads) == 1 and len(headers) == 4  # the new model loaded once
-    assert "explanation" not in app.session_state
     app.selectbox(key="model").set_value(1 - stpm).run()
     assert not app.exception and len(reads) == 1 and len(headers) == 4  # cached: neither re-read
+
+
+def test_an_explanation_is_shown_only_with_the_model_slice_and_attribution_it_explains(monkeypatch, tmp_path):
+    """Explain with model A, change the attribution, switch to model B and back, explain with B, upload
+    another study: the heat map beside the slice is an explanation only where one was made for exactly
+    that score (upload, series, model file), slice and attribution."""
+    write_checkpoint(tmp_path / "demo" / "mkd" / "model.safetensors", "volume", method="mkd")
+    write_checkpoint(
+        tmp_path / "other" / "mkd" / "model.safetensors", "volume", method="mkd", dataset="other"
+    )
+    app = upload(start(monkeypatch, tmp_path), [("study.nii", nifti_bytes())])
+    app.radio(key="view_mode").set_value("side by side").run()
+    served = "anomaly map (study scale)"
+
+    def shown() -> str:
+        assert not app.exception, [e.value for e in app.exception]
+        return app.image[1].captions[0]
+
+    def explain(method: str) -> None:
+        app.selectbox(key="attribution").set_value(method)
+        app.button(key="explain").click().run()
+
+    a = app.selectbox(key="model").value
+    assert shown() == served
+    explain("guided_backprop")
+    assert "guided_backprop" in shown()
+    app.selectbox(key="attribution").set_value("smoothgrad").run()
+    assert shown() == served  # the picker says smoothgrad: guided backprop's map is not shown as it
+    app.selectbox(key="attribution").set_value("guided_backprop").run()
+    assert "guided_backprop" in shown()  # A's own explanation of A's score
+    app.selectbox(key="model").set_value(1 - a).run()
+    assert shown() == served  # B: not A's explanation
+    explain("guided_backprop")
+    assert "guided_backprop" in shown()
+    app.selectbox(key="model").set_value(a).run()
+    assert shown() == served  # back on A: not B's explanation
+    explain("guided_backprop")
+    upload(app, [("study.nii", nifti_bytes(shape=(40, 40, 10)))])
+    assert app.slider(key="slice").max == 9 and shown() == served  # another study (10 slices)
+
+
+def dicom_series_zip(folder: Path, slices: tuple[int, ...]) -> bytes:
+    """A zip of synthetic DICOM series with these slice counts."""
+    rng = np.random.default_rng(0)
+    folders = []
+    for number, count in enumerate(slices, start=1):
+        stored = np.zeros((count, 40, 40), np.int16)
+        stored[:, 8:32, 6:34] = 100 + rng.normal(0, 5, (count, 24, 28)).astype(np.int16)
+        series = folder / f"series{number}"
+        write_datasets(series, series_datasets(stored, series_number=number, description=f"series {number}"))
+        folders.append(series)
+    return dicom_zip(folders)
+
+
+def test_switching_series_starts_at_its_own_slices_and_drops_the_other_series_pdf(monkeypatch, tmp_path):
+    write_checkpoint(tmp_path / "demo" / "stpm" / "model.safetensors", "volume", slice_range=None)
+    app = upload(start(monkeypatch, tmp_path), [("study.zip", dicom_series_zip(tmp_path, (10, 4)))])
+    picker = app.selectbox(key="series")
+    longer = next(i for i, o in enumerate(picker.options) if "10 slices" in o)
+    picker.set_value(longer).run()
+    app.slider(key="slice").set_value(9).run()
+    app.button(key="prepare_pdf").click().run()
+    assert len(app.get("download_button")) == 2
+    app.selectbox(key="series").set_value(1 - longer).run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert "slices flagged" in app.subheader[0].value and 0 <= app.slider(key="slice").value <= 3
+    assert len(app.get("download_button")) == 1  # the longer series' PDF is not offered for this one
+
+
+def rd4ad_checkpoint(path: Path, image_size: int) -> Path:
+    """A random ResNet-18 RD4AD checkpoint for inputs of `image_size` pixels (any size, even a wrong one)."""
+    from kdmed.config import Rd4adConfig
+    from kdmed.models.rd4ad import RD4AD
+
+    header = read_header(write_checkpoint(path, "volume"))
+    detector = RD4AD(Rd4adConfig(backbone="resnet18", weights="random"))
+    serving = replace(
+        header.serving, preprocessing=replace(header.serving.preprocessing, image_size=image_size)
+    )
+    card = replace(header.card, method="rd4ad")
+    save_checkpoint(
+        path, detector, replace(header, card=card, serving=serving, architecture=detector.architecture)
+    )
+    return path
+
+
+def test_a_model_input_size_error_is_named_not_reported_as_unexpected(monkeypatch, tmp_path):
+    rd4ad_checkpoint(tmp_path / "demo" / "rd4ad" / "model.safetensors", image_size=48)
+    app = upload(start(monkeypatch, tmp_path), [("study.nii", nifti_bytes())])
+    message = app.error[0].value
+    assert "multiples of 32" in message and "got 48x48" in message and "unexpected" not in message
+
+
+def test_failure_messages_name_kdmed_errors_and_the_stage_of_anything_else(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(APP).parents[1]))
+    from app.state import failure_message
+    from kdmed.errors import InputSizeError, TrainingDivergedError
+
+    diverged = failure_message(TrainingDivergedError("the loss is nan at step 3; lower the lr"), "scoring")
+    assert diverged == "This upload cannot be scored: the loss is nan at step 3; lower the lr"
+    assert "unexpected" not in failure_message(InputSizeError("sides of 48"), "scoring")
+    assert "unexpected FloatingPointError while scoring it" in failure_message(
+        FloatingPointError(), "scoring"
+    )
+    assert "unexpected ValueError while reading it" in failure_message(ValueError(), "reading")
+    assert "too large" in failure_message(MemoryError(), "reading")
 
 
 def test_slices_outside_the_trained_range_are_shown_as_such_and_never_flagged(monkeypatch, tmp_path):

@@ -1,7 +1,7 @@
 """The real app in a real browser: `streamlit run app/main.py` served on a free port, headless Chromium
-(Debian's `chromium`, installed by `make test`) uploads a NIfTI study through the page's file input, waits
-for the scored review and takes a screenshot, written under the test's output folder and to
-build/test-output/app_scored.png for people to look at."""
+(Debian's `chromium`, installed by `make test-all` and `make test-slow`) uploads a NIfTI study through the
+page's file input, waits for the scored review and takes a screenshot, written under the test's output
+folder and to build/test-output/app_scored.png for people to look at."""
 
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_a_scored_study_renders_in_headless_chromium(tmp_path):
     if chromium_binary() is None:
-        pytest.skip("Debian's chromium is not installed (`make test` installs it with apt-get when it can)")
+        pytest.skip(
+            "Debian's chromium is not installed (`make test-all` and `make test-slow` install it with "
+            "apt-get when they can)"
+        )
     study = tmp_path / "study.nii"
     study.write_bytes(nifti_bytes())
     models = tmp_path / "models"

@@ -179,3 +179,21 @@ def test_the_real_profile_loads_and_a_test_split_source_must_exist(tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=r"datasets.ixi_t1.test_from.*no_such_dataset"):
         load_params(path)
+
+
+def test_the_demo_section_is_checked_against_the_generators_spec(tmp_path):
+    """The config layer keeps `demo_data` as plain settings (it imports no data module); turning them into
+    the generator's spec names a bad key or value with its full dotted path, and keeps the values."""
+    from kdmed.data.demo_params import demo_spec
+
+    params = load_params(REPO / "params.yaml")
+    spec = demo_spec(params.demo_data)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())["demo_data"]
+    assert spec.seed == raw["seed"] and spec.wbc.size == raw["wbc"]["size"]
+    assert list(spec.brain.shape) == raw["brain"]["shape"]
+    unknown = load_params(write_params(tmp_path, lambda d: d["demo_data"]["oct"].update(colour=1)))
+    with pytest.raises(ConfigError, match=r"demo_data\.oct\.colour"):
+        demo_spec(unknown.demo_data)
+    wrong = load_params(write_params(tmp_path, lambda d: d["demo_data"]["brain"].update(normal_cases="x")))
+    with pytest.raises(ConfigError, match=r"demo_data\.brain\.normal_cases"):
+        demo_spec(wrong.demo_data)

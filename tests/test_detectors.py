@@ -7,23 +7,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdmed.config import MkdConfig, Rd4adConfig, StpmConfig
-from kdmed.models.registry import build_detector, rebuild_detector
+from kdmed.models.registry import METHOD_NAMES, build_detector, default_config, rebuild_detector
 from kdmed.train import make_optimizer
 
 BACKBONES = ["resnet18", "efficientnet_lite0", "wide_resnet50_2", "vgg16"]
-METHODS = ["stpm", "rd4ad", "mkd"]
-LITE0_CRITICAL_POINTS = ("stage2", "stage3", "stage5", "stage7")
+METHODS = list(METHOD_NAMES)
 
 
 def random_config(method: str, backbone: str):
     """Random-init teachers (tests are offline); Lite0's MKD taps one layer per stride up to 32."""
-    if method == "stpm":
-        return StpmConfig(backbone=backbone, weights="random")
-    if method == "rd4ad":
-        return Rd4adConfig(backbone=backbone, weights="random")
-    layers = LITE0_CRITICAL_POINTS if backbone == "efficientnet_lite0" else ()
-    return MkdConfig(backbone=backbone, weights="random", layers=layers)
+    return default_config(method, backbone, weights="random")
 
 
 def detector(method: str, backbone: str):

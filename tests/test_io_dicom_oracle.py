@@ -50,6 +50,7 @@ def test_every_volume_matches_dcm2niix(qa, series):
         assert study.metadata.volume_index == t and study.metadata.orientation == ("R", "A", "S")
 
 
+@pytest.mark.slow
 def test_study_folder_lists_every_series_and_picks_one(qa):
     folder, _ = qa
     infos = list_series(folder / "20180918GE")

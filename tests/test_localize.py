@@ -14,21 +14,25 @@ import torch
 from captum.attr import Saliency
 from torch import nn
 
-from kdmed.config import ATTRIBUTION_METHODS, AttributionConfig, MkdConfig
+from kdmed.checkpoint import load_checkpoint
+from kdmed.config import ATTRIBUTION_METHODS, AttributionConfig
 from kdmed.data.slices import load_split
 from kdmed.errors import ConfigError
-from kdmed.localize.attributions import guided_backprop_copy, raw_attributions
-from kdmed.localize.postprocess import normal_peak, normalize_per_study
+from kdmed.inference import predict_images
 from kdmed.localize.stage import lesion_mass_ratio, localize_stage, select_images
+from kdmed.metrics.pixel import aupro, pixel_auroc
+from kdmed.models.attribution import guided_backprop_copy, raw_attributions
 from kdmed.models.mkd import MKD
+from kdmed.models.registry import default_config
+from kdmed.paths import checkpoint_path
+from kdmed.rules import normal_peak, normalize_per_study
 
 SMALL = AttributionConfig(smoothgrad_samples=3, ig_steps=3, internal_batch_size=4)
 
 
 def mkd(backbone: str) -> MKD:
     torch.manual_seed(0)
-    layers = ("stage2", "stage3", "stage5", "stage7") if backbone == "efficientnet_lite0" else ()
-    return MKD(MkdConfig(backbone=backbone, weights="random", layers=layers)).eval()
+    return MKD(default_config("mkd", backbone, weights="random")).eval()
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +174,7 @@ def trained_tiny(tiny_brain, tmp_path_factory):
     return params
 
 
+@pytest.mark.slow
 def test_localize_stage_scores_every_map_on_the_same_images(trained_tiny):
     metrics = localize_stage(trained_tiny, "brain")
     again = localize_stage(trained_tiny, "brain")  # SmoothGrad's noise is seeded: the same numbers
@@ -181,10 +186,19 @@ def test_localize_stage_scores_every_map_on_the_same_images(trained_tiny):
     assert written["images"] == 12 and written["settings"]["smoothgrad_samples"] == 3
     assert written["reference_normals"] > 0  # the floor comes from validation normals
     for name, row in written["maps"].items():
-        assert 0.0 <= row["pixel_auroc"] <= 1.0 and 0.0 <= row["aupro_0.3"] <= 1.0, name
-        assert 0.0 <= row["pixel_auroc_raw"] <= 1.0 and row["ms_per_slice"] > 0, name
-        assert 0.0 <= row["pixel_auroc_study_peak"] <= 1.0, name
-        assert row["pixel_images"] == 12
+        assert row["pixel_images"] == 12 and row["ms_per_slice"] > 0, name
+    full = load_split(trained_tiny.preprocess.out_dir, "brain", "test")
+    test = full.subset(select_images(full, trained_tiny.localize.max_images, trained_tiny.localize.seed))
+    for method in ("stpm", "rd4ad"):  # their maps recomputed through the evaluate stage's path
+        checkpoint = load_checkpoint(checkpoint_path(trained_tiny, "brain", method))
+        raw = predict_images(checkpoint.detector, test.images, trained_tiny.localize.batch_size).maps
+        shown = normalize_per_study(raw, test.patients, checkpoint.serving.calibration.map_floor)
+        peak = normalize_per_study(raw, test.patients, 0.0)
+        row = written["maps"][method]
+        assert row["pixel_auroc_raw"] == pytest.approx(pixel_auroc(raw, test.masks), abs=1e-6), method
+        assert row["pixel_auroc"] == pytest.approx(pixel_auroc(shown, test.masks), abs=1e-6), method
+        assert row["aupro_0.3"] == pytest.approx(aupro(shown, test.masks, fpr_limit=0.3), abs=1e-6), method
+        assert row["pixel_auroc_study_peak"] == pytest.approx(pixel_auroc(peak, test.masks), abs=1e-6)
     panel = Path(out) / "brain" / "localize" / "panel.png"
     from PIL import Image
 
@@ -192,6 +206,7 @@ def test_localize_stage_scores_every_map_on_the_same_images(trained_tiny):
     assert pixels.shape[1] > 600 and pixels.std() > 10  # 9 columns, not blank
 
 
+@pytest.mark.slow
 def test_benchmark_prints_one_json_line_per_method_with_cost(capsys):
     from kdmed.localize.benchmark import main
 

@@ -473,3 +473,49 @@ def test_pixel_metrics_memory_on_500_images_of_256():
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 5 * maps.nbytes  # no float64 copy of every pixel (that alone would be 2x, plus sorting)
+
+
+def test_roc_and_pr_points_by_hand():
+    """The curves evaluate writes to roc.csv / pr.csv (scikit-learn's, every point kept), on the 2 + 2
+    example worked by hand: scores 0.8 (anomalous), 0.4 (normal), 0.35 (anomalous), 0.1 (normal)."""
+    from kdmed.metrics.curves import pr_points, roc_points
+
+    labels, scores = np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])
+    roc = [(r["fpr"], r["tpr"], r["threshold"]) for r in roc_points(labels, scores)]
+    assert roc[1:] == [(0.0, 0.5, 0.8), (0.5, 0.5, 0.4), (0.5, 1.0, 0.35), (1.0, 1.0, 0.1)]
+    assert roc[0][:2] == (0.0, 0.0) and 0.8 < roc[0][2] < 0.8 + 1e-9
+    pr = [(r["recall"], r["precision"], r["threshold"]) for r in pr_points(labels, scores)]
+    assert pr == [(0.5, 1.0, 0.8), (0.5, 0.5, 0.4), (1.0, pytest.approx(2 / 3), 0.35), (1.0, 0.5, 0.1)]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_written_curves_have_the_reported_areas(seed):
+    """The trapezoid area under roc.csv's points is the AUROC in metrics.json, and the step sum over
+    pr.csv's points is its average precision (ties included)."""
+    from kdmed.metrics.curves import pr_points, roc_points
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 80)
+    labels[:2] = (0, 1)
+    scores = np.round(rng.normal(size=80) + labels, 1)
+    roc = roc_points(labels, scores)
+    fpr, tpr = np.array([r["fpr"] for r in roc]), np.array([r["tpr"] for r in roc])
+    assert np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2) == pytest.approx(
+        image_auroc(labels, scores), abs=1e-12
+    )
+    pr = pr_points(labels, scores)
+    recall, precision = np.array([r["recall"] for r in pr]), np.array([r["precision"] for r in pr])
+    step = np.sum(np.diff(recall, prepend=0.0) * precision)
+    assert step == pytest.approx(average_precision(labels, scores), abs=1e-12)
+
+
+def test_histogram_rows_count_each_class_in_shared_bins():
+    from kdmed.metrics.curves import histogram_rows
+
+    labels = np.array([0, 0, 0, 1, 1])
+    scores = np.array([0.0, 0.1, 0.1, 0.9, 1.0])
+    rows = histogram_rows(labels, scores, bins=2)
+    assert rows == [
+        {"score": 0.25, "normal": 3, "anomalous": 0},
+        {"score": 0.75, "normal": 0, "anomalous": 2},
+    ]

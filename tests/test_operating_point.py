@@ -9,7 +9,7 @@ import pytest
 
 from kdmed import rules
 from kdmed.calibration import calibrate
-from kdmed.evaluate import operating_point_metrics
+from kdmed.metrics.reported import operating_point_metrics
 
 
 def test_the_sensitivity_threshold_flags_the_target_share_of_anomalies():

@@ -21,7 +21,7 @@ from kdmed.ensemble import combine, ensemble_stage, margins
 from kdmed.errors import ConfigError
 from kdmed.evaluate import evaluate_stage, transfer_stage
 from kdmed.models.stpm import STPM
-from kdmed.train import fit, train_stage
+from kdmed.train import FitSettings, fit, train_stage
 
 
 def test_lab_round_trip_and_reinhard_reaches_the_reference():
@@ -74,14 +74,16 @@ def test_augmented_training_bypasses_the_teacher_cache(monkeypatch):
         STPM(StpmConfig(backbone="resnet18", weights="random")),
         images,
         images[:4],
-        epochs=1,
-        batch_size=8,
-        optimizer_config=OptimizerConfig(name="sgd", lr=0.01),
-        device=torch.device("cpu"),
-        amp=None,
-        seed=0,
-        teacher_cache_mb=512,
-        augment=("hflip", "intensity"),
+        FitSettings(
+            epochs=1,
+            batch_size=8,
+            optimizer=OptimizerConfig(name="sgd", lr=0.01),
+            device=torch.device("cpu"),
+            amp=None,
+            seed=0,
+            teacher_cache_mb=512,
+            augment=("hflip", "intensity"),
+        ),
     )
     assert calls == [] and state.best_state is not None
 
@@ -116,6 +118,7 @@ def test_ensemble_margins_are_the_mean_over_methods_and_need_the_same_images():
         combine(columns, {"stpm": (3.0, 2.0), "rd4ad": (0.1, 0.1)})
 
 
+@pytest.mark.slow
 def test_transfer_and_ensemble_stages_on_demo_volumes(tiny_brain):
     """A model trained on one dataset scores another dataset's test split into its own report folder,
     and the ensemble combines the methods' test scores with their stored calibrations."""

@@ -7,6 +7,7 @@ import io
 import json
 from dataclasses import replace
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from fake_models import model_at_median, nifti_bytes, write_checkpoint
@@ -20,7 +21,7 @@ from kdmed.errors import ConfigError
 from kdmed.inference import score_study
 from kdmed.io import load_study
 from kdmed.io.study import Study, StudyMetadata
-from kdmed.report import ReviewContext, pdf_report, scores_csv
+from kdmed.report import RECORD_STYLE, ReviewContext, pdf_report, record_figures, scores_csv
 from kdmed.review import explain_slice, model_catalogue, operating_threshold
 from kdmed.rules import heat_scale
 
@@ -124,11 +125,17 @@ def _context(checkpoint, study, threshold, include_phi=False) -> ReviewContext:
 def test_csv_has_one_row_per_slice_at_the_operating_threshold(scored):
     checkpoint, study, result = scored
     lower = operating_threshold(checkpoint.serving.calibration, 0.2)
-    rows = scores_csv(result, _context(checkpoint, study, lower)).decode().splitlines()
-    flagged = [int(r.split(",")[5]) for r in rows[1:]]
+    rows = [
+        r.split(",") for r in scores_csv(result, _context(checkpoint, study, lower)).decode().splitlines()
+    ]
     assert len(rows) == 1 + len(result.scores)
-    assert sum(flagged) == int((np.nan_to_num(result.scores, nan=-np.inf) > lower).sum())
-    assert sum(flagged) >= int(result.flagged.sum())
+    expected = [int(s > lower) for s in np.nan_to_num(result.scores, nan=-np.inf)]
+    calibrated = [int(s > result.threshold) for s in np.nan_to_num(result.scores, nan=-np.inf)]
+    assert expected != calibrated, "the test needs a slice between the two thresholds"
+    assert [
+        int(r[5]) for r in rows[1:]
+    ] == expected  # flagged at the reader's threshold, not the calibrated one
+    assert {(r[6], r[7]) for r in rows[1:]} == {(f"{lower:.6g}", f"{result.threshold:.6g}")}
 
 
 def test_pdf_names_the_patient_only_when_asked(scored):
@@ -142,6 +149,56 @@ def test_pdf_names_the_patient_only_when_asked(scored):
     assert "Study " in without and "Operating threshold" in without and "stpm / resnet18" in without
     assert "Synthetic" not in without and "KDMED-0001" not in without
     assert "Synthetic^Patient" in with_phi and "KDMED-0001" in with_phi
+
+
+IDENTIFYING = {
+    "PatientName": "Synthetic^Patient",
+    "PatientID": "KDMED-0001",
+    "PatientBirthDate": "19700101",
+    "InstitutionName": "Example University Hospital, Department of Diagnostic and Interventional Neuroradiology",
+    "InstitutionAddress": "1 Long Example Road, Building 7, Floor 3, Example City, Example Region, Example Country",
+    "ReferringPhysicianName": "Example^Referrer^Middle^Dr.",
+    "StudyDate": "20261122",
+    "SeriesDate": "20261122",
+    "AcquisitionDate": "20261122",
+    "AccessionNumber": "ACC-2026-000123456789",
+}
+
+
+@pytest.mark.parametrize("fields", range(len(IDENTIFYING) + 1))
+def test_the_record_text_never_runs_into_the_chart_or_the_slices(scored, fields):
+    """However many identifying fields the reader includes (0 to 10, two of them long enough to wrap), no
+    text of the record overlaps the chart or a slice, nothing leaves the page, and every field is in the
+    PDF; the chart and slices move down, onto a second page when they must."""
+    checkpoint, study, result = scored
+    phi = dict(list(IDENTIFYING.items())[:fields])
+    meta = replace(study.metadata, phi=phi)
+    context = ReviewContext(
+        model=checkpoint.header,
+        model_file="model.safetensors",
+        study={**meta.to_dict(include_phi=True), "shape": list(study.array.shape)},
+        operating_threshold=result.threshold,
+    )
+    overlays = {i: np.zeros((32, 32, 3), np.uint8) for i in range(6)}
+    with plt.rc_context(RECORD_STYLE):
+        figures = record_figures(result, context, overlays)
+    assert len(figures) == 1 if fields <= 2 else len(figures) <= 2  # the usual record keeps to one page
+    assert sum(len(f.axes) for f in figures) == 1 + 6  # the chart and every slice, on some page
+    for figure in figures:
+        renderer = figure.canvas.get_renderer()
+        texts = [t.get_window_extent(renderer) for t in figure.texts]
+        axes = [a.get_tightbbox(renderer) for a in figure.axes]
+        page = figure.bbox
+        for box in texts + axes:
+            assert page.x0 <= box.x0 and box.x1 <= page.x1 + 1 and page.y0 <= box.y0 and box.y1 <= page.y1
+        for k, text in enumerate(texts):
+            assert not any(text.overlaps(box) for box in axes), figure.texts[k].get_text()
+            assert not any(text.overlaps(other) for other in texts[k + 1 :]), figure.texts[k].get_text()
+        plt.close(figure)
+    pdf = pdf_report(result, context, overlays)
+    words = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages).split()
+    for value in phi.values():
+        assert all(word in words for word in value.split()), value
 
 
 def test_captum_explanations_are_for_mkd_only(scored):

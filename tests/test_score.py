@@ -296,6 +296,7 @@ def test_a_dicom_folder_scores_the_default_series_and_names_it(models, identity_
     assert all("instance_number" not in s for s in chosen["slices"])
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_real_dicom_series_and_its_dcm2niix_nifti_give_the_same_maps(models, shared_data, tmp_path):
     root = shared_data / "dicom" / "dcm_qa_nih"

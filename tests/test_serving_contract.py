@@ -23,8 +23,9 @@ from kdmed.data.adapters import index_dataset
 from kdmed.evaluate import evaluate_stage
 from kdmed.inference import score_study
 from kdmed.io import load_study
+from kdmed.paths import checkpoint_path
 from kdmed.score import score_source
-from kdmed.train import checkpoint_path, train_stage
+from kdmed.train import train_stage
 
 RELATIVE = 1e-4
 
@@ -71,6 +72,7 @@ def check_study(params, dataset: str, method: str, record, evaluated: dict[int, 
     assert not result.flagged[[s != SCORED for s in result.status]].any()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["stpm", "rd4ad", "mkd"])
 def test_serving_reproduces_the_evaluated_scores_of_every_demo_test_slice(tiny_brain, method):
     train_stage(tiny_brain, "brain", method)

@@ -4,6 +4,7 @@ resumes to the same weights; cached teacher features train exactly like the teac
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,12 @@ from kdmed.data.slices import load_split
 from kdmed.errors import CheckpointError, KdmedError
 from kdmed.inference import predict_images
 from kdmed.models.stpm import STPM
-from kdmed.train import fit, train_stage
+from kdmed.train import FitSettings, fit, train_stage
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_train_stage_writes_a_complete_checkpoint(tiny_brain):
     summary = train_stage(tiny_brain, "brain", "stpm")
     path = Path(summary["checkpoint"])
@@ -53,6 +55,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(tmp_path / "missing.safetensors")
 
 
+@pytest.mark.slow
 def test_old_or_damaged_headers_are_refused_with_how_to_retrain(tiny_brain, tmp_path):
     """A v1 checkpoint (before the serving contract) and a header missing a contract field are refused
     with a message naming the problem and the retraining command, never half-loaded."""
@@ -80,12 +83,14 @@ def test_old_or_damaged_headers_are_refused_with_how_to_retrain(tiny_brain, tmp_
         save_checkpoint(tmp_path / "mismatch.safetensors", other, header)
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_to_the_same_weights(tiny_brain, tmp_path):
     train = load_split(tiny_brain.preprocess.out_dir, "brain", "train").images[:32]
     config = StpmConfig(backbone="resnet18", weights="random")
-    kwargs = dict(
+    run = FitSettings(
+        epochs=3,
         batch_size=8,
-        optimizer_config=OptimizerConfig(name="sgd", lr=0.1, momentum=0.9),
+        optimizer=OptimizerConfig(name="sgd", lr=0.1, momentum=0.9),
         device=torch.device("cpu"),
         amp=None,
         seed=5,
@@ -95,21 +100,55 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_brain, tmp_path):
         torch.manual_seed(1)
         return STPM(config)
 
-    straight = fit(fresh(), train, train[:8], epochs=3, **kwargs)
+    straight = fit(fresh(), train, train[:8], run)
     state_file = tmp_path / "state.pt"
-    fit(fresh(), train, train[:8], epochs=2, state_file=state_file, **kwargs)  # "interrupted" after 2 epochs
-    resumed = fit(fresh(), train, train[:8], epochs=3, state_file=state_file, **kwargs)
+    fit(
+        fresh(), train, train[:8], replace(run, epochs=2, state_file=state_file)
+    )  # "interrupted" after 2 epochs
+    resumed = fit(fresh(), train, train[:8], replace(run, state_file=state_file))
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     for name, value in straight.best_state.items():
         assert torch.allclose(value.float(), resumed.best_state[name].float(), atol=1e-5), name
 
 
+@pytest.mark.slow
+def test_resume_with_a_changed_learning_rate_starts_afresh_with_the_new_one(tmp_path, caplog):
+    """Before, the resume point's optimiser state (and so its learning rate) was reloaded whatever
+    params.yaml said: a `dvc exp run -S ...lr=...` after an interruption silently trained on the old lr.
+    Now a resume point written with other hyper-parameters is set aside, and the log names the change."""
+    train = (torch.rand(16, 1, 64, 64, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    old = FitSettings(
+        epochs=1,
+        batch_size=8,
+        optimizer=OptimizerConfig(name="sgd", lr=0.1, momentum=0.9),
+        device=torch.device("cpu"),
+        amp=None,
+        seed=5,
+        state_file=tmp_path / "state.pt",
+    )
+    new = replace(old, epochs=2, optimizer=OptimizerConfig(name="sgd", lr=0.01, momentum=0.9))
+
+    def fresh():
+        torch.manual_seed(1)
+        return STPM(StpmConfig(backbone="resnet18", weights="random"))
+
+    fit(fresh(), train, train[:8], old)  # interrupted after 1 epoch at lr 0.1
+    with caplog.at_level("WARNING"):
+        resumed = fit(fresh(), train, train[:8], new)
+    straight = fit(fresh(), train, train[:8], replace(new, state_file=None))  # lr 0.01 from the start
+    assert "optimizer.lr: 0.1 -> 0.01" in caplog.text and "starting afresh" in caplog.text
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    for name, value in straight.best_state.items():
+        assert torch.allclose(value.float(), resumed.best_state[name].float(), atol=1e-6), name
+
+
+@pytest.mark.slow
 def test_cached_teacher_features_train_exactly_like_the_teacher_pass():
     images = (torch.rand(24, 1, 64, 64) * 255).to(torch.uint8)
-    kwargs = dict(
+    run = FitSettings(
         epochs=2,
         batch_size=8,
-        optimizer_config=OptimizerConfig(name="sgd", lr=0.1, momentum=0.9),
+        optimizer=OptimizerConfig(name="sgd", lr=0.1, momentum=0.9),
         device=torch.device("cpu"),
         amp=None,
         seed=2,
@@ -117,19 +156,13 @@ def test_cached_teacher_features_train_exactly_like_the_teacher_pass():
     results = []
     for budget in (0, 512):
         torch.manual_seed(3)
-        results.append(
-            fit(
-                STPM(StpmConfig(backbone="resnet18", weights="random")),
-                images,
-                images[:8],
-                teacher_cache_mb=budget,
-                **kwargs,
-            )
-        )
+        model = STPM(StpmConfig(backbone="resnet18", weights="random"))
+        results.append(fit(model, images, images[:8], replace(run, teacher_cache_mb=budget)))
     for name, value in results[0].best_state.items():
         assert torch.allclose(value.float(), results[1].best_state[name].float(), atol=1e-5), name
 
 
+@pytest.mark.slow
 def test_training_and_calibration_never_read_the_test_split(tiny_brain, monkeypatch, tmp_path):
     """The threshold is fixed from validation data only: training, checkpoint choice and calibration run
     with the test split made unreadable, and the evaluate stage uses the checkpoint's threshold as is."""
@@ -174,8 +207,8 @@ def test_a_diverging_loss_is_a_kdmed_error_the_cli_reports(tiny_brain, monkeypat
     monkeypatch.setattr(STPM, "loss", lambda self, batch, teacher=None: torch.tensor(float("nan")))
     with pytest.raises(KdmedError, match="lower the learning rate") as info:
         fit(
-            STPM(StpmConfig(backbone="resnet18", weights="random")), train, train[:8], epochs=1, batch_size=8,
-            optimizer_config=OptimizerConfig(name="sgd", lr=0.1, momentum=0.9), device=torch.device("cpu"),
-            amp=None, seed=0,
+            STPM(StpmConfig(backbone="resnet18", weights="random")), train, train[:8],
+            FitSettings(epochs=1, batch_size=8, optimizer=OptimizerConfig(name="sgd", lr=0.1, momentum=0.9),
+                        device=torch.device("cpu"), amp=None, seed=0),
         )  # fmt: skip
     assert isinstance(info.value, FloatingPointError)

@@ -10,6 +10,7 @@ import torch
 from kdmed.train_benchmark import main
 
 
+@pytest.mark.slow
 def test_benchmark_prints_one_record_per_method(capsys):
     main(
         [

@@ -1,7 +1,8 @@
 """Dataset adapters: index a dataset folder into study records with labels, masks, patients and splits.
 
 An adapter only lists files and assigns splits; reading and slicing happen in `kdmed.data.preprocess`.
-Splits are always drawn by patient (seeded), never by slice or image, so no patient crosses splits.
+Splits are always drawn by patient (seeded), never by slice or image, so no patient crosses splits
+(`kdmed.data.records`).
 """
 
 from __future__ import annotations
@@ -9,39 +10,40 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from kdmed.config import DatasetConfig
+from kdmed.data.records import (
+    SPLITS,
+    UNKNOWN,
+    VOLUME_ADAPTERS,
+    StudyRecord,
+    adapter_reads_volumes,
+    carve_validation,
+    check_patient_splits,
+    find_one,
+    images_in,
+    split_fractions,
+    split_labelled,
+    split_patients,
+    with_test_from,
+)
 from kdmed.errors import DatasetError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-SPLITS = ("train", "val", "test")
-UNKNOWN = -1  # label decided per slice (volumes) during preprocessing
-
-
-@dataclass(frozen=True)
-class StudyRecord:
-    """One study (a volume or a 2D image) with everything needed to turn it into labelled slices."""
-
-    image: str
-    label: int  # 0 normal, 1 anomalous, UNKNOWN for volumes (decided per slice)
-    patient: str
-    split: str = ""
-    mask: str = ""  # abnormality mask (2D) or segmentation volume; "" when none
-    group: str = ""  # class or folder name, for reporting
-    is_volume: bool = False
-    brain_mask: str = ""  # volumes: voxels outside it (label 0) are set to background before anything else
-
-
-VOLUME_ADAPTERS = frozenset({"brats", "ixi"})  # adapters whose studies are 3D volumes scored slice by slice
-
-
-def adapter_reads_volumes(adapter: str) -> bool:
-    """True when the adapter's studies are volumes: its models score volumes, slice by slice."""
-    return adapter in VOLUME_ADAPTERS
+__all__ = [  # the indexers, and the record names that importers still take from here
+    "SPLITS",
+    "UNKNOWN",
+    "VOLUME_ADAPTERS",
+    "StudyRecord",
+    "adapter_reads_volumes",
+    "check_patient_splits",
+    "index_dataset",
+    "split_patients",
+    "with_test_from",
+]
 
 
 def index_dataset(config: DatasetConfig, seed: int) -> list[StudyRecord]:
@@ -68,63 +70,6 @@ def index_dataset(config: DatasetConfig, seed: int) -> list[StudyRecord]:
     return records
 
 
-def check_patient_splits(records: list[StudyRecord]) -> None:
-    """Raise if any patient appears in more than one split (a leak between training and test)."""
-    seen: dict[str, str] = {}
-    for record in records:
-        if record.split not in SPLITS:
-            raise DatasetError(
-                f"record for '{record.image}' has split {record.split!r}; expected one of {SPLITS}."
-            )
-        previous = seen.setdefault(record.patient, record.split)
-        if previous != record.split:
-            raise DatasetError(
-                f"patient '{record.patient}' appears in both '{previous}' and '{record.split}' splits."
-            )
-
-
-def split_patients(
-    patients: list[str],
-    fractions: tuple[float, float, float],
-    seed: int,
-    strata: dict[str, str] | None = None,
-) -> dict[str, str]:
-    """Seeded assignment of patients to train/val/test, stratified (e.g. with / without lesion) so that
-    every split sees every stratum when it is large enough; at least one patient per split overall."""
-    unique = sorted(set(patients))
-    if len(unique) < 3:
-        raise DatasetError(f"need at least 3 patients to split into train/val/test, found {len(unique)}.")
-    groups: dict[str, list[str]] = {}
-    for patient in unique:
-        groups.setdefault((strata or {}).get(patient, ""), []).append(patient)
-    rng = np.random.default_rng(seed)
-    assignment: dict[str, str] = {}
-    for _, members in sorted(groups.items()):
-        n = len(members)
-        n_test = max(1, round(fractions[2] * n)) if n >= 2 else 0
-        n_val = max(1, round(fractions[1] * n)) if n >= 3 else 0
-        names = ["train"] * (n - n_val - n_test) + ["val"] * n_val + ["test"] * n_test
-        for rank, i in enumerate(rng.permutation(n)):
-            assignment[members[i]] = names[rank]
-    missing = [split for split in SPLITS if split not in assignment.values()]
-    if missing:
-        raise DatasetError(
-            f"split fractions {fractions} leave the {missing} split(s) empty among "
-            f"{len(unique)} patients; add patients or change 'split'."
-        )
-    return assignment
-
-
-def _find_one(folder: Path, patterns: list[str]) -> Path | None:
-    for pattern in patterns:
-        hits = sorted(
-            p for p in folder.iterdir() if p.is_file() and re.fullmatch(pattern, p.name, re.IGNORECASE)
-        )
-        if hits:
-            return hits[0]
-    return None
-
-
 def index_brats(root: Path, config: DatasetConfig, seed: int) -> list[StudyRecord]:
     """BraTS case folders under `root` and every `extra_roots` folder, split by patient together: 2021
     naming (`<case>_flair.nii.gz`, `<case>_seg.nii.gz`), 2015 naming (`Flair_*.nii.gz`,
@@ -143,10 +88,10 @@ def index_brats(root: Path, config: DatasetConfig, seed: int) -> list[StudyRecor
             f"BraTS case names repeat across {[str(r) for r in roots]}: patients must be unique."
         )
     for case in cases:
-        image = _find_one(case, [rf".*_{modality}{nii}", rf"{modality}(_.*)?{nii}"])
+        image = find_one(case, [rf".*_{modality}{nii}", rf"{modality}(_.*)?{nii}"])
         if image is None:
             continue
-        seg = _find_one(case, [rf".*_seg{nii}", rf"OTMultiClass{nii}", rf"GT(_.*)?{nii}", rf".*seg.*{nii}"])
+        seg = find_one(case, [rf".*_seg{nii}", rf"OTMultiClass{nii}", rf"GT(_.*)?{nii}", rf".*seg.*{nii}"])
         if seg is None:
             raise DatasetError(
                 f"BraTS case '{case}' has a {config.modality} volume but no segmentation "
@@ -166,7 +111,7 @@ def index_brats(root: Path, config: DatasetConfig, seed: int) -> list[StudyRecor
     if not records:
         raise DatasetError(f"no BraTS case folder with a '{config.modality}' volume under '{root}'.")
     strata = {r.patient: "lesion" if _has_lesion(Path(r.mask)) else "clean" for r in records}
-    splits = split_patients([r.patient for r in records], _fractions(config), seed, strata)
+    splits = split_patients([r.patient for r in records], split_fractions(config), seed, strata)
     return [replace(r, split=splits[r.patient]) for r in records]
 
 
@@ -180,19 +125,13 @@ def _has_lesion(segmentation: Path) -> bool:
         raise DatasetError(f"segmentation '{segmentation}' cannot be read: {error}") from error
 
 
-def _images_in(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def index_bmad(root: Path, config: DatasetConfig, seed: int) -> list[StudyRecord]:
     """BMAD layout: `train/good[/img]`, `valid|test/good/img`, `valid|test/Ungood/img` + `.../label`."""
     records = []
     for split_dir, split in (("train", "train"), ("valid", "val"), ("test", "test")):
         for group, label in (("good", 0), ("Ungood", 1)):
             base = root / split_dir / group
-            images = _images_in(base / "img") or _images_in(base)
+            images = images_in(base / "img") or images_in(base)
             if split == "train" and label == 1 and images:
                 raise DatasetError(
                     f"BMAD layout: '{base}' holds anomalies in the training split; remove them."
@@ -200,7 +139,7 @@ def index_bmad(root: Path, config: DatasetConfig, seed: int) -> list[StudyRecord
             for image in images:
                 mask = base / "label" / image.name
                 if label == 1 and not mask.is_file():
-                    mask_candidates = _images_in(base / "label")
+                    mask_candidates = images_in(base / "label")
                     mask = next((m for m in mask_candidates if m.stem == image.stem), Path(""))
                 records.append(
                     StudyRecord(
@@ -217,20 +156,8 @@ def index_bmad(root: Path, config: DatasetConfig, seed: int) -> list[StudyRecord
     if not any(r.split == "test" for r in records):
         raise DatasetError(f"BMAD layout: no test images under '{root / 'test'}'.")
     if not any(r.split == "val" for r in records):
-        records = _carve_validation(records, _fractions(config), seed)
+        records = carve_validation(records, split_fractions(config), seed)
     return records
-
-
-def _carve_validation(records: list[StudyRecord], fractions, seed: int) -> list[StudyRecord]:
-    """Move a seeded share of the training patients to validation (for layouts without a val split)."""
-    train_patients = sorted({r.patient for r in records if r.split == "train"})
-    if len(train_patients) < 2:
-        raise DatasetError("need at least two training patients to hold one out for validation.")
-    share = fractions[1] / (fractions[0] + fractions[1])
-    n_val = max(1, round(share * len(train_patients)))
-    order = np.random.default_rng(seed).permutation(len(train_patients))
-    val = {train_patients[i] for i in order[:n_val]}
-    return [replace(r, split="val") if r.patient in val else r for r in records]
 
 
 def index_oct2017(root: Path, config: DatasetConfig, seed: int) -> list[StudyRecord]:
@@ -252,34 +179,17 @@ def index_oct2017(root: Path, config: DatasetConfig, seed: int) -> list[StudyRec
         label = 0 if class_dir.name.upper() == "NORMAL" else 1
         test += [
             StudyRecord(image=str(p), label=label, patient=patient_of(p), split="test", group=class_dir.name)
-            for p in _images_in(class_dir)
+            for p in images_in(class_dir)
         ]
     test_patients = {r.patient for r in test}
     train = [
         StudyRecord(image=str(p), label=0, patient=patient_of(p), split="train", group="NORMAL")
-        for p in _images_in(root / "train" / "NORMAL")
+        for p in images_in(root / "train" / "NORMAL")
         if patient_of(p) not in test_patients
     ]
     if not train:
         raise DatasetError(f"OCT2017 layout: no usable images in '{root / 'train' / 'NORMAL'}'.")
-    return _carve_validation(train, _fractions(config), seed) + test
-
-
-def _split_labelled(records: list[StudyRecord], config: DatasetConfig, seed: int) -> list[StudyRecord]:
-    """Normals go to train/val/test by the configured fractions; anomalies only to val/test (by patient)."""
-    fractions = _fractions(config)
-    normals = [r for r in records if r.label == 0]
-    anomalies = [r for r in records if r.label == 1]
-    normal_splits = split_patients([r.patient for r in normals], fractions, seed)
-    anomaly_patients = sorted({r.patient for r in anomalies} - set(normal_splits))
-    share_val = fractions[1] / (fractions[1] + fractions[2])
-    order = np.random.default_rng(seed + 1).permutation(len(anomaly_patients))
-    n_val = round(share_val * len(anomaly_patients))
-    anomaly_splits = {
-        anomaly_patients[i]: ("val" if rank < n_val else "test") for rank, i in enumerate(order)
-    }
-    splits = {**anomaly_splits, **normal_splits}
-    return [replace(r, split=splits[r.patient]) for r in records]
+    return carve_validation(train, split_fractions(config), seed) + test
 
 
 def index_wbc(root: Path, config: DatasetConfig, seed: int) -> list[StudyRecord]:
@@ -316,7 +226,7 @@ def index_wbc(root: Path, config: DatasetConfig, seed: int) -> list[StudyRecord]
                 image=str(image), label=label, patient=image.stem, mask=mask, group=f"class{class_label}"
             )
         )
-    return _split_labelled(records, config, seed)
+    return split_labelled(records, config, seed)
 
 
 def _wbc_image(folder: Path, image_id: int) -> Path | None:
@@ -334,7 +244,7 @@ def index_folders(root: Path, config: DatasetConfig, seed: int) -> list[StudyRec
     masks_dir = root / config.masks_dir if config.masks_dir else None
     records = []
     for folder, label in ((config.normal_dir, 0), (config.abnormal_dir, 1)):
-        for image in _images_in(root / folder):
+        for image in images_in(root / folder):
             mask = masks_dir / image.name if masks_dir is not None and label == 1 else None
             records.append(
                 StudyRecord(
@@ -347,7 +257,7 @@ def index_folders(root: Path, config: DatasetConfig, seed: int) -> list[StudyRec
             )
     if not any(r.label == 0 for r in records):
         raise DatasetError(f"no normal images in '{root / config.normal_dir}'.")
-    return _split_labelled(records, config, seed)
+    return split_labelled(records, config, seed)
 
 
 def index_class_folders(root: Path, config: DatasetConfig, seed: int) -> list[StudyRecord]:
@@ -362,7 +272,7 @@ def index_class_folders(root: Path, config: DatasetConfig, seed: int) -> list[St
     for base, split in sources:
         for class_dir in sorted(p for p in base.iterdir() if p.is_dir()):
             label = 0 if class_dir.name.lower() in normal else 1
-            if split == "train" and label == 1 and _images_in(class_dir):
+            if split == "train" and label == 1 and images_in(class_dir):
                 raise DatasetError(
                     f"class folders: '{class_dir}' holds anomalies in the training split; training uses "
                     f"normal classes only ({sorted(normal)})."
@@ -375,7 +285,7 @@ def index_class_folders(root: Path, config: DatasetConfig, seed: int) -> list[St
                     split=split,
                     group=class_dir.name,
                 )
-                for p in _images_in(class_dir)
+                for p in images_in(class_dir)
             ]
     found = {r.group.lower() for r in records}
     if not normal & found:
@@ -383,10 +293,10 @@ def index_class_folders(root: Path, config: DatasetConfig, seed: int) -> list[St
             f"class folders under '{root}': no normal class folder {sorted(normal)} among {sorted(found)}."
         )
     if own_split:
-        return _carve_validation([r for r in records if r.split == "train"], _fractions(config), seed) + [
+        return carve_validation([r for r in records if r.split == "train"], split_fractions(config), seed) + [
             r for r in records if r.split == "test"
         ]
-    return _split_labelled(records, config, seed)
+    return split_labelled(records, config, seed)
 
 
 def index_ixi(root: Path, config: DatasetConfig, seed: int) -> list[StudyRecord]:
@@ -419,19 +329,5 @@ def index_ixi(root: Path, config: DatasetConfig, seed: int) -> list[StudyRecord]
         )
     if not records:
         raise DatasetError(f"IXI layout: no '*_{modality}.nii.gz' volume in '{folder}'.")
-    splits = split_patients([r.patient for r in records], _fractions(config), seed)
+    splits = split_patients([r.patient for r in records], split_fractions(config), seed)
     return [replace(r, split=splits[r.patient]) for r in records]
-
-
-def with_test_from(records: list[StudyRecord], other: list[StudyRecord], name: str) -> list[StudyRecord]:
-    """This dataset's train and validation studies with every study of dataset `name` as the test split
-    (cross-site testing); patient ids get the other dataset's name so none can collide."""
-    own = [r for r in records if r.split != "test"]
-    moved = [replace(r, split="test", patient=f"{name}:{r.patient}") for r in other]
-    if not moved:
-        raise DatasetError(f"'test_from: {name}' gives no studies; check that dataset's settings.")
-    return own + moved
-
-
-def _fractions(config: DatasetConfig) -> tuple[float, float, float]:
-    return (config.split.train, config.split.val, config.split.test)

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 from scipy.fft import dctn
 
-from kdmed.data.adapters import StudyRecord
+from kdmed.data.records import StudyRecord
 from kdmed.errors import DatasetError
 
 SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}  # the copy kept: test first, so test stays intact

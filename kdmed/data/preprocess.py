@@ -20,20 +20,15 @@ import numpy as np
 
 from kdmed import atomic
 from kdmed.config import DatasetConfig, Params
-from kdmed.contract import SCORED, SlicePolicy
-from kdmed.data.adapters import SPLITS, StudyRecord, check_patient_splits, index_dataset, with_test_from
-from kdmed.data.transforms import build_image_transform, build_volume_transform, collapse_grey, to_uint8
+from kdmed.contract import SCORED
+from kdmed.data.adapters import index_dataset
+from kdmed.data.arrays import collapse_grey, to_uint8
+from kdmed.data.records import SPLITS, StudyRecord, check_patient_splits, slice_policy, with_test_from
+from kdmed.data.transforms import build_image_transform, build_volume_transform
 from kdmed.errors import DatasetError
+from kdmed.paths import processed_dir, processed_summary_path
 
 log = logging.getLogger(__name__)
-
-
-def slice_policy(config: DatasetConfig) -> SlicePolicy:
-    """The dataset's slice settings as the policy stored in its checkpoints."""
-    first, last = config.slice_range if config.slice_range is not None else (0, None)
-    return SlicePolicy(
-        axis=config.slice_axis, first=first, last=last, min_foreground_pixels=config.min_foreground_pixels
-    )
 
 
 def study_items(record: StudyRecord, params: Params, config: DatasetConfig) -> tuple[list[dict], int]:
@@ -96,7 +91,7 @@ def preprocess_dataset(name: str, params: Params) -> dict:
                 continue
             rows[record.split].append({**item, "patient": record.patient, "group": record.group})
     rows = _cap(rows, config.max_images_per_split, params.common.seed)
-    out_dir = Path(params.preprocess.out_dir) / name
+    out_dir = processed_dir(params, name)
     channels = (
         3 if any(collapse_grey(r["image"]).shape[0] == 3 for split in rows.values() for r in split) else 1
     )
@@ -141,7 +136,7 @@ def preprocess_dataset(name: str, params: Params) -> dict:
     if summary["splits"]["test"]["anomalous"] == 0 or summary["splits"]["test"]["normal"] == 0:
         raise DatasetError(f"dataset '{name}': the test split needs both normal and anomalous images.")
     atomic.write_csv(out_dir / "index.csv", index_rows)
-    atomic.write_json(out_dir / "summary.json", summary)
+    atomic.write_json(processed_summary_path(params, name), summary)
     return summary
 
 

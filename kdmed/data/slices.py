@@ -63,3 +63,16 @@ def load_split(processed_dir: str | Path, dataset: str, split: str) -> SliceSet:
             names=data["names"],
             slices=data["slices"],
         )
+
+
+def load_images(path: str | Path | None, count: int, size: int) -> torch.Tensor:
+    """The first `count` uint8 images (N, C, size, size) of a processed split file, resized bilinearly when
+    stored at another size; random images when `path` is None (the benchmarks: speed needs no content)."""
+    if path is None:
+        return torch.randint(0, 256, (count, 1, size, size), dtype=torch.uint8)
+    with np.load(path) as data:
+        images = torch.from_numpy(data["images"][:count])
+    if images.shape[-1] != size:
+        images = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear")
+        images = images.round().clamp(0, 255).to(torch.uint8)
+    return images

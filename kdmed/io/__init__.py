@@ -7,22 +7,26 @@ into a correct voxel array with its geometry.
     study.series                                     # (SeriesInfo, ...) every series in the source
     series = list_series(upload_bytes)               # [SeriesInfo, ...]
     summary = inspect_source(paths, series_uid=uid)  # JSON-serialisable, no identifying fields
+    images = list_images("path/to/folder")           # [Item, ...] when the folder holds only 2D images
 
 Every failure a user can cause raises `kdmed.errors.StudyReadError` (or `UnsupportedStudyError`).
 """
 
 from kdmed.io.grid import InputGrid
 from kdmed.io.limits import ReadLimits
-from kdmed.io.load import inspect_source, list_series, load_study
+from kdmed.io.load import inspect_source, list_images, list_series, load_study
+from kdmed.io.sources import Item
 from kdmed.io.study import SeriesInfo, Study, StudyMetadata
 
 __all__ = [
     "InputGrid",
+    "Item",
     "ReadLimits",
     "SeriesInfo",
     "Study",
     "StudyMetadata",
     "inspect_source",
+    "list_images",
     "list_series",
     "load_study",
 ]

@@ -15,7 +15,8 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from kdmed.io.dicom_frames import (
+from kdmed.io.dicom_pixels import first_number
+from kdmed.io.dicom_records import (
     DicomFile,
     Frame,
     as_int,
@@ -24,7 +25,6 @@ from kdmed.io.dicom_frames import (
     seconds,
     vector,
 )
-from kdmed.io.dicom_pixels import first_number
 from kdmed.io.header_checks import dicom_plane
 
 _FRAME_TYPE_SEQUENCES = ("MRImageFrameTypeSequence", "CTImageFrameTypeSequence")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdmed.errors import StudyReadError, UnsupportedStudyError
-from kdmed.io.dicom_frames import DicomFile, Frame, NotAnImage, read_header
+from kdmed.io.dicom_frames import NotAnImage, read_header
 from kdmed.io.dicom_geometry import (
     cluster_positions,
     dominant_axis,
@@ -23,6 +23,7 @@ from kdmed.io.dicom_geometry import (
     slice_normal,
     unit_cosines,
 )
+from kdmed.io.dicom_records import DicomFile, Frame
 from kdmed.io.limits import ReadLimits
 from kdmed.io.sources import Item
 from kdmed.io.study import SeriesInfo

@@ -17,7 +17,6 @@ from pydicom.pixels import apply_modality_lut
 
 from kdmed.errors import StudyReadError
 from kdmed.io.build import image_study, volume_study
-from kdmed.io.dicom_frames import DicomFile, Frame
 from kdmed.io.dicom_geometry import (
     cluster_positions,
     lps_affine,
@@ -27,6 +26,7 @@ from kdmed.io.dicom_geometry import (
     spacing_warnings,
 )
 from kdmed.io.dicom_pixels import decode_pixels, read_dataset
+from kdmed.io.dicom_records import DicomFile, Frame
 from kdmed.io.dicom_series import Series, has_geometry, usable_frames
 from kdmed.io.guard import reading
 from kdmed.io.limits import ReadLimits, check_voxels

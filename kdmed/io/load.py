@@ -1,4 +1,4 @@
-"""The entry points: `load_study`, `list_series`, `inspect_source`.
+"""The entry points: `load_study`, `list_series`, `inspect_source`, `list_images`.
 
 A source is sniffed file by file (see `sources`), then routed by content: DICOM files form series, one NIfTI
 or one 2D image forms a study on its own. Files that are not images (a README next to a series, a DICOMDIR,
@@ -81,6 +81,21 @@ def _list_series(source: Any, label: str, limits: ReadLimits) -> list[SeriesInfo
         series, _ = scan(items, label, limits)
         return _sorted_infos(series)
     return [nifti_info(items[0], limits) if kind == "nifti" else image_info(items[0], limits)]
+
+
+def list_images(source: Any, *, limits: ReadLimits | None = None) -> list[Item] | None:
+    """The 2D images of a folder or list of paths that holds nothing else a study is read from (no DICOM,
+    no NIfTI), each an `Item` (`.name`, `.path`, `.read()`); None for any other source, which is one study
+    for `load_study`. Headers are sniffed only."""
+    is_folder = isinstance(source, str | Path) and Path(source).is_dir()
+    if not (is_folder or isinstance(source, list | tuple)):
+        return None
+    limits = limits or ReadLimits()
+    with boundary(_label(source)):
+        items = collect(source, limits)
+    if any(i.kind in DICOM_KINDS | NIFTI_KINDS for i in items):
+        return None
+    return [i for i in items if i.kind in IMAGE_KINDS] or None
 
 
 def _sorted_infos(series: list[Series]) -> list[SeriesInfo]:

@@ -17,8 +17,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from kdmed.errors import UnsupportedStudyError
-from kdmed.io.dicom_frames import DicomFile, Frame
 from kdmed.io.dicom_geometry import slice_normal, unit_cosines
+from kdmed.io.dicom_records import DicomFile, Frame
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # nibabel.nicom warns on import that it is experimental

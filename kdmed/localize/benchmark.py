@@ -24,6 +24,7 @@ import time
 import torch
 
 from kdmed.config import ATTRIBUTION_METHODS, AttributionConfig
+from kdmed.data.slices import load_images
 from kdmed.data.transforms import to_model_input
 from kdmed.runtime import resolve_device
 
@@ -35,16 +36,13 @@ def build_model(args) -> tuple[torch.nn.Module, int]:
 
         checkpoint = load_checkpoint(args.model)
         return checkpoint.detector, checkpoint.serving.preprocessing.image_size
-    from kdmed.models.mkd import MKD
-    from kdmed.train_benchmark import method_config
+    from kdmed.models.registry import build_detector, default_config
 
-    return MKD(method_config("mkd", args.backbone, args.weights)), args.image_size
+    return build_detector("mkd", default_config("mkd", args.backbone, args.weights)), args.image_size
 
 
 def load_slices(path: str | None, count: int, size: int) -> torch.Tensor:
     """[0, 1] float slices (count, 3, size, size) from a processed split (repeated if short), or random."""
-    from kdmed.train_benchmark import load_images
-
     images = load_images(path, count, size)
     if images.shape[0] < count:
         images = images.repeat(-(-count // images.shape[0]), 1, 1, 1)[:count]
@@ -60,8 +58,8 @@ def measure(method: str, args) -> dict:
         ig_steps=args.ig_steps,
         internal_batch_size=args.internal_batch_size,
     )
-    from kdmed.localize.attributions import raw_attributions
-    from kdmed.localize.postprocess import smooth_attributions
+    from kdmed.models.attribution import raw_attributions
+    from kdmed.models.maps import smooth_attributions
 
     images = load_slices(args.images, args.slices, size).to(device)
 

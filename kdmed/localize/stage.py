@@ -2,7 +2,7 @@
 
 For one dataset, on the same test images: MKD's map from each Captum attribution (Salehi et al., CVPR
 2021, Sec. 3.3 and Table 8), MKD's own feature-discrepancy map, and the STPM and RD4AD maps. Every map is
-normalised per study (`kdmed.localize.postprocess`), with the floor set by the same map type on a few
+normalised per study (`kdmed.rules.normalize_per_study`), with the floor set by the same map type on a few
 validation normals (never test images), then scored with pixel AUROC and
 AUPRO (the evaluate stage's `pixel_metrics`, with patient-bootstrap intervals when there are enough
 patients), the lesion mass ratio (share of the map's mass inside the mask divided by the mask's share of
@@ -15,7 +15,6 @@ to the lesion studies' brightness (the columns show what that costs).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,14 +24,13 @@ from kdmed.checkpoint import load_checkpoint
 from kdmed.config import Params
 from kdmed.config_schema import to_plain
 from kdmed.data.slices import SliceSet, load_split
-from kdmed.data.transforms import to_model_input
 from kdmed.errors import ConfigError
-from kdmed.evaluate import pixel_metrics, rounded
-from kdmed.inference import predict_images
-from kdmed.localize.postprocess import normal_peak, normalize_per_study
+from kdmed.inference import batched, predict_images
 from kdmed.metrics.pixel import aupro, pixel_auroc
+from kdmed.metrics.reported import pixel_metrics, rounded
+from kdmed.paths import checkpoint_path, localize_dir
+from kdmed.rules import normal_peak, normalize_per_study
 from kdmed.runtime import amp_dtype, configure_threads, resolve_device
-from kdmed.train import checkpoint_path
 
 
 def select_images(test: SliceSet, max_images: int, seed: int) -> np.ndarray:
@@ -73,18 +71,15 @@ def _timed(compute) -> tuple[np.ndarray, float]:
 
 def mkd_maps(detector, images: torch.Tensor, method: str, batch_size: int, device) -> np.ndarray:
     """MKD maps of uint8 images (N, C, S, S): an attribution method, or "discrepancy"."""
-    detector.eval()
-    out = []
-    for start in range(0, images.shape[0], batch_size):
-        batch = to_model_input(images[start : start + batch_size]).to(device)
+
+    def maps(batch: torch.Tensor) -> np.ndarray:
         if method == "discrepancy":
-            with torch.no_grad():
-                teacher, student = detector.features(batch)
-                maps = detector.discrepancy_maps(batch, teacher, student)
-        else:
-            maps = detector.gradient_maps(batch, method)
-        out.append(maps.float().cpu().numpy())
-    return np.concatenate(out)
+            teacher, student = detector.features(batch)
+            return detector.discrepancy_maps(batch, teacher, student).float().cpu().numpy()
+        return detector.gradient_maps(batch, method).float().cpu().numpy()
+
+    detector.eval()
+    return np.concatenate(batched(maps, images, batch_size, device, grad=method != "discrepancy"))
 
 
 def reference_normals(params: Params, dataset: str) -> torch.Tensor:
@@ -174,7 +169,7 @@ def localize_stage(params: Params, dataset: str) -> dict:
         "settings": {**settings, "batch_size": config.batch_size},
         "maps": rows,
     }
-    out_dir = Path(config.out_dir) / dataset / "localize"
+    out_dir = localize_dir(params, dataset)
     atomic.write_json(out_dir / "metrics.json", rounded(metrics))
     from kdmed.localize.panel import save_comparison_panel  # matplotlib only when drawing
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from kdmed.config import Params
+from kdmed.paths import localize_dir
 from kdmed.published import MKD_MVTEC_PIXEL_AUROC
 
 
@@ -30,7 +30,7 @@ def localize_table(params: Params) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for dataset in params.localize.datasets:
-        path = Path(params.localize.out_dir) / dataset / "localize" / "metrics.json"
+        path = localize_dir(params, dataset) / "metrics.json"
         if not path.is_file():
             lines.append(f"| {dataset} | not localised yet (`dvc repro`) | | | | | | | |")
             continue

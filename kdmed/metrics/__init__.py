@@ -7,7 +7,8 @@ undefined on well-formed data (one class only, no anomalous region, no negative 
 :func:`aupro_divide_by_last_fpr` are a non-standard public variant and must be labelled as such.
 
 Modules: ``image`` (image AUROC, AP, F1, sensitivity), ``pixel`` (pixel AUROC, AUPRO, mask resizing),
-``bootstrap`` (patient-level intervals), ``summary`` (all image metrics at once).
+``bootstrap`` (patient-level intervals), ``summary`` (all image metrics at once), ``curves`` (the ROC /
+PR / histogram rows for DVC plots, scikit-learn's curves), ``reported`` (the metric groups the stages write).
 """
 
 from kdmed.metrics._checks import DegenerateSampleError, MetricInputError

@@ -34,7 +34,8 @@ class Prediction:
 class Detector(nn.Module, ABC):
     """Base class: subclasses build `self.teacher` (frozen) and `self.student`, then call `_freeze_teacher`."""
 
-    method: str = ""
+    method: str = ""  # the name in params.yaml, checkpoints and the CLI (`kdmed.models.registry`)
+    settings: type  # its frozen settings dataclass (`kdmed.config`); the defaults are the official code's
     teacher: FeatureExtractor
 
     def __init__(self, architecture: dict[str, Any]):

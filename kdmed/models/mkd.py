@@ -23,7 +23,7 @@ Follows the official code rather than the paper where they differ:
   code's `direction_loss_only` switch does.
 - anomaly map (`map: gradient`, Sec. 3.3): the gradient of that per-image score with respect to the input
   pixels, through both networks, computed with Captum (`attribution.method`: saliency, the paper's
-  default, or smoothgrad, integrated_gradients, guided_backprop; `kdmed.localize.attributions`); absolute
+  default, or smoothgrad, integrated_gradients, guided_backprop; `kdmed.models.attribution`); absolute
   value summed over channels, Gaussian blur sigma 4, 3x3 elliptical grey opening. `map: discrepancy` gives the cheaper per-position
   feature discrepancy (direction + lambda * squared error per position, up-sampled, summed, blurred).
 - checkpoint: the official script keeps the last epoch (and evaluates on the test set while training);
@@ -43,13 +43,16 @@ from torch import nn
 from kdmed.config import MkdConfig
 from kdmed.config_schema import build, to_plain
 from kdmed.errors import ConfigError
-from kdmed.localize.attributions import raw_attributions
-from kdmed.localize.postprocess import smooth_attributions
+from kdmed.models.attribution import raw_attributions
 from kdmed.models.backbones import FeatureExtractor, FeatureInfo, layers_at_strides
 from kdmed.models.base import Detector, Features, Prediction
-from kdmed.models.maps import gaussian_blur
+from kdmed.models.maps import gaussian_blur, smooth_attributions
 
 VGG16_BLOCK_DEPTHS = (2, 2, 3, 3, 3)
+LITE0_CRITICAL_POINTS = ("stage2", "stage3", "stage5", "stage7")
+"""MKD's critical points on EfficientNet-Lite0: the last stage at each stride 4..32, as VGG-16's pool2..pool5
+are. `layers_at_strides` would pick `head` at stride 32 (the classifier's 1x1 projection, not a stage).
+params.yaml spells the same names under `methods.mkd.layers` (tests/test_architecture.py checks they agree)."""
 
 
 class Cloner(nn.Module):
@@ -135,6 +138,7 @@ def mkd_per_sample_loss(
 
 class MKD(Detector):
     method = "mkd"
+    settings = MkdConfig
 
     def __init__(self, config: MkdConfig, teacher_weights: str | None = None):
         layers = config.layers or layers_at_strides(config.backbone, config.strides)
@@ -185,9 +189,16 @@ class MKD(Detector):
 
     def gradient_maps(self, x01: torch.Tensor, method: str | None = None) -> torch.Tensor:
         """|attribution of the score to the input| summed over channels (Captum; `attribution.method` unless
-        `method` is given), then the paper's blur and opening. Call in eval mode."""
-        raw = raw_attributions(self, x01, self.config.attribution, method or self.config.attribution.method)
-        return smooth_attributions(raw, self.config.blur_sigma, self.config.opening)
+        `method` is given), then the paper's blur and opening. Call in eval mode.
+
+        Always computed in float32, also inside an autocast region: under bf16 autocast the input gradient
+        of the Lite0 teacher's score agreed with the float32 map at a Spearman rank correlation of only
+        0.64 on an H200 (`python -m kdmed.gpu_check`), while the other maps stayed above 0.99."""
+        with torch.autocast(device_type=x01.device.type, enabled=False):
+            raw = raw_attributions(
+                self, x01.float(), self.config.attribution, method or self.config.attribution.method
+            )
+            return smooth_attributions(raw, self.config.blur_sigma, self.config.opening)
 
     def discrepancy_maps(self, x01: torch.Tensor, teacher: Features, student: Features) -> torch.Tensor:
         size = tuple(x01.shape[-2:])

