@@ -24,8 +24,14 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 setup: $(BIN)/.installed .dvc/plots_offline.html  ## create .venv with every dependency (pinned by constraints.txt)
 
+# PROFILE=NAME runs the pipeline under profiles/NAME.yaml as a DVC experiment (`dvc exp show` lists it).
+PROFILE ?=
 demo: setup  ## run the whole DVC pipeline on the bundled demo data, then print the metrics table
+ifeq ($(PROFILE),)
 	$(BIN)/dvc repro
+else
+	$(BIN)/dvc exp run -n $(PROFILE) $$($(BIN)/kdmed profile profiles/$(PROFILE).yaml)
+endif
 	$(BIN)/kdmed summary
 
 real: setup  ## the same stages on the real data in ../shared/data (real/dvc.yaml), then its metrics table

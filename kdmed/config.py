@@ -139,6 +139,14 @@ class Params:
             )
         return self.datasets[name]
 
+    def image_size(self, dataset: str) -> int:
+        """The input size of `dataset`'s images: `datasets.<dataset>.image_size`, else common.image_size."""
+        return self.dataset(dataset).image_size or self.common.image_size
+
+    def train_steps(self, dataset: str) -> int:
+        """Optimiser steps on `dataset`: `datasets.<dataset>.train_steps`, else train.steps (0 = epochs)."""
+        return self.dataset(dataset).train_steps or self.train.steps
+
     def method(self, name: str, dataset: str | None = None) -> Any:
         """The settings of method `name`, with `datasets.<dataset>.method_overrides.<name>` applied."""
         if name not in self.method_names():

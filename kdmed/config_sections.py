@@ -95,9 +95,20 @@ class DatasetConfig:
     max_images_per_split: int = 0  # 0 keeps all; otherwise a seeded per-split cap (fast experiments)
     # published numbers to print beside this dataset's results (`kdmed summary --markdown`), see kdmed.published
     published: Literal["", "brats", "oct2017"] = ""
+    # this dataset's input size and training length, when they differ from common.image_size and
+    # train.steps (0 = those): fine cell detail needs more pixels than a brain slice
+    image_size: int = 0
+    train_steps: int = 0
 
     def __post_init__(self) -> None:
         require(self.slice_axis in (0, 1, 2), "slice_axis", self.slice_axis, "0, 1 or 2")
+        require(
+            self.image_size == 0 or (32 <= self.image_size <= 1024 and self.image_size % 32 == 0),
+            "image_size",
+            self.image_size,
+            "0 (common.image_size) or a multiple of 32 in [32, 1024]",
+        )
+        require(self.train_steps >= 0, "train_steps", self.train_steps, "0 (train.steps) or a positive count")
         if self.slice_range is not None:
             lo, hi = self.slice_range
             require(0 <= lo < hi, "slice_range", self.slice_range, "[first, last) with 0 <= first < last")

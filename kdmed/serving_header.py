@@ -43,7 +43,7 @@ def checkpoint_header(
     serving = ServingContract(
         kind=kind,
         preprocessing=Preprocessing(
-            image_size=params.common.image_size,
+            image_size=params.image_size(dataset),
             channels=channels,
             lower_percentile=params.preprocess.lower_percentile,
             upper_percentile=params.preprocess.upper_percentile,

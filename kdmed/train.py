@@ -244,7 +244,7 @@ def train_stage(params: Params, dataset: str, method: str) -> dict:
     seed_everything(params.common.seed)
     detector = build_detector(method, method_config)
     batch_size = min(method_config.batch_size, train_images.shape[0])
-    epochs = epochs_for(params.train.epochs, params.train.steps, train_images.shape[0], batch_size)
+    epochs = epochs_for(params.train.epochs, params.train_steps(dataset), train_images.shape[0], batch_size)
     run = FitSettings(
         epochs=epochs,
         batch_size=batch_size,

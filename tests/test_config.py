@@ -197,3 +197,22 @@ def test_the_demo_section_is_checked_against_the_generators_spec(tmp_path):
     wrong = load_params(write_params(tmp_path, lambda d: d["demo_data"]["brain"].update(normal_cases="x")))
     with pytest.raises(ConfigError, match=r"demo_data\.brain\.normal_cases"):
         demo_spec(wrong.demo_data)
+
+
+def test_a_dataset_can_set_its_own_image_size_and_training_length(tmp_path):
+    def mutate(d):
+        d["common"]["image_size"], d["train"]["steps"] = 64, 300
+        d["datasets"]["wbc"]["image_size"], d["datasets"]["wbc"]["train_steps"] = 128, 500
+
+    params = load_params(write_params(tmp_path, mutate))
+    assert (params.image_size("wbc"), params.train_steps("wbc")) == (128, 500)
+    assert (params.image_size("brain"), params.train_steps("brain")) == (64, 300)
+
+
+@pytest.mark.parametrize(("key", "value"), [("image_size", 100), ("image_size", 16), ("train_steps", -1)])
+def test_impossible_dataset_size_or_length_is_named(tmp_path, key, value):
+    def mutate(d):
+        d["datasets"]["wbc"][key] = value
+
+    with pytest.raises(ConfigError, match=key):
+        load_params(write_params(tmp_path, mutate))

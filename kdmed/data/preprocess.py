@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 def study_items(record: StudyRecord, params: Params, config: DatasetConfig) -> tuple[list[dict], int]:
     """The slices the policy admits (volumes) or the one image (2D) of a study, each a dict with
     image/mask/label/name; and the number of lesion slices the policy left out."""
-    size = params.common.image_size
+    size = config.image_size or params.common.image_size
     if record.is_volume:
         transform = build_volume_transform(params.preprocess, slice_policy(config), size)
         every = transform(
@@ -100,7 +100,7 @@ def preprocess_dataset(name: str, params: Params) -> dict:
         "adapter": config.adapter,
         "root": config.root,
         "channels": channels,
-        "image_size": params.common.image_size,
+        "image_size": params.image_size(name),
         **notes,
         "dropped_anomalous_training_slices": dropped,
         "lesion_slices_outside_slice_policy": outside_policy,
