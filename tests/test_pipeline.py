@@ -44,7 +44,10 @@ TINY = {
             "slice_range": [8, 32],
             "min_foreground_pixels": 200,
             "split": {"train": 0.4, "val": 0.2, "test": 0.4},
-        }
+        },
+        # the demo's per-dataset sizes and lengths would make this tiny run long
+        "oct": {"image_size": 0, "train_steps": 0},
+        "wbc": {"image_size": 0, "train_steps": 0},
     },
     "methods": {
         "stpm": {"batch_size": 8},

@@ -1,0 +1,1 @@
+"""Datasets: indexing (adapters), preprocessing into model-ready slices, demo generators and transforms."""

@@ -30,7 +30,9 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     rb = average_ranks(b.detach().flatten().double().cpu())
     ra, rb = ra - ra.mean(), rb - rb.mean()
     denominator = float(ra.norm() * rb.norm())
-    return float((ra * rb).sum()) / denominator if denominator > 0 else math.nan
+    if denominator <= 0:
+        return math.nan
+    return min(1.0, max(-1.0, float((ra * rb).sum()) / denominator))  # rounding can pass +-1
 
 
 def map_agreement(
