@@ -72,7 +72,6 @@ def check_study(params, dataset: str, method: str, record, evaluated: dict[int, 
     assert not result.flagged[[s != SCORED for s in result.status]].any()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("method", ["stpm", "rd4ad", "mkd"])
 def test_serving_reproduces_the_evaluated_scores_of_every_demo_test_slice(tiny_brain, method):
     train_stage(tiny_brain, "brain", method)
@@ -87,7 +86,6 @@ def test_serving_reproduces_the_evaluated_scores_of_every_demo_test_slice(tiny_b
 
 
 @pytest.mark.realdata
-@pytest.mark.slow
 def test_serving_reproduces_the_evaluated_scores_of_a_real_brats_test_patient(shared_data, tmp_path):
     """The real stages and settings (robust normalisation, 1 mm grid, slice policy) on the real BraTS
     2015 volumes (one patient per split), a small STPM; then the test patient's FLAIR scored from its file."""

@@ -22,7 +22,6 @@ from kdmed.train import FitSettings, fit, train_stage
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
 def test_train_stage_writes_a_complete_checkpoint(tiny_brain):
     summary = train_stage(tiny_brain, "brain", "stpm")
     path = Path(summary["checkpoint"])
@@ -55,7 +54,6 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(tmp_path / "missing.safetensors")
 
 
-@pytest.mark.slow
 def test_old_or_damaged_headers_are_refused_with_how_to_retrain(tiny_brain, tmp_path):
     """A v1 checkpoint (before the serving contract) and a header missing a contract field are refused
     with a message naming the problem and the retraining command, never half-loaded."""
@@ -83,7 +81,6 @@ def test_old_or_damaged_headers_are_refused_with_how_to_retrain(tiny_brain, tmp_
         save_checkpoint(tmp_path / "mismatch.safetensors", other, header)
 
 
-@pytest.mark.slow
 def test_interrupted_training_resumes_to_the_same_weights(tiny_brain, tmp_path):
     train = load_split(tiny_brain.preprocess.out_dir, "brain", "train").images[:32]
     config = StpmConfig(backbone="resnet18", weights="random")
@@ -111,7 +108,6 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_brain, tmp_path):
         assert torch.allclose(value.float(), resumed.best_state[name].float(), atol=1e-5), name
 
 
-@pytest.mark.slow
 def test_resume_with_a_changed_learning_rate_starts_afresh_with_the_new_one(tmp_path, caplog):
     """Before, the resume point's optimiser state (and so its learning rate) was reloaded whatever
     params.yaml said: a `dvc exp run -S ...lr=...` after an interruption silently trained on the old lr.
@@ -142,7 +138,6 @@ def test_resume_with_a_changed_learning_rate_starts_afresh_with_the_new_one(tmp_
         assert torch.allclose(value.float(), resumed.best_state[name].float(), atol=1e-6), name
 
 
-@pytest.mark.slow
 def test_cached_teacher_features_train_exactly_like_the_teacher_pass():
     images = (torch.rand(24, 1, 64, 64) * 255).to(torch.uint8)
     run = FitSettings(
@@ -162,7 +157,6 @@ def test_cached_teacher_features_train_exactly_like_the_teacher_pass():
         assert torch.allclose(value.float(), results[1].best_state[name].float(), atol=1e-5), name
 
 
-@pytest.mark.slow
 def test_training_and_calibration_never_read_the_test_split(tiny_brain, monkeypatch, tmp_path):
     """The threshold is fixed from validation data only: training, checkpoint choice and calibration run
     with the test split made unreadable, and the evaluate stage uses the checkpoint's threshold as is."""
