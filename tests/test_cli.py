@@ -42,3 +42,15 @@ def test_inspect_of_a_non_study_is_a_clear_error(tmp_path, capsys):
     path.write_text("not an image")
     assert main(["inspect", str(path)]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_python_dash_m_kdmed_is_the_kdmed_command(tmp_path):
+    import subprocess
+    import sys
+
+    params = tmp_path / "params.yaml"
+    params.write_text("common: {image_size: 100}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "kdmed", "--params", str(params), "summary"], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "common.image_size" in done.stderr and "Traceback" not in done.stderr
