@@ -170,15 +170,22 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml."""
+def read_yaml_mapping(path: str | Path, what: str = "params file") -> dict:
+    """A YAML file that holds a mapping (params.yaml, a profile); missing or malformed is a `ConfigError`."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(
-            f"params file '{path}' does not exist; run from the repository root or pass --params."
-        )
+        raise ConfigError(f"{what} '{path}' does not exist; run from the repository root or pass --params.")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ConfigError(f"params file '{path}' is not valid YAML: {error}") from error
-    return build(Params, data, "")
+        raise ConfigError(f"{what} '{path}' is not valid YAML: {error}") from error
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{what} '{path}' must hold a mapping of params.yaml sections, not {type(data).__name__}."
+        )
+    return data
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml."""
+    return build(Params, read_yaml_mapping(path), "")

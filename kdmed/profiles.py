@@ -14,26 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
-from kdmed.config import Params, deep_merge
+from kdmed.config import Params, deep_merge, read_yaml_mapping
 from kdmed.config_schema import build
 from kdmed.errors import ConfigError
-
-
-def read_yaml_mapping(path: Path, what: str) -> dict:
-    """A YAML file that must hold a mapping; a missing or malformed file is a `ConfigError`."""
-    if not path.is_file():
-        raise ConfigError(f"{what} '{path}' does not exist; pass an existing YAML file.")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{what} '{path}' is not valid YAML: {error}") from error
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{what} '{path}' must hold a mapping of params.yaml sections, not {type(data).__name__}."
-        )
-    return data
 
 
 def flatten(overrides: dict, base: dict, prefix: str = "") -> dict[str, object]:

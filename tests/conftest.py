@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,26 +37,8 @@ def tiny_brain(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny")
     generate_brain(root / "demo", BrainDemoSpec(normal_cases=4, abnormal_cases=3, shape=(64, 64, 40)), seed=3)
-    data = yaml.safe_load((REPO / "params.yaml").read_text())
-    data["common"]["image_size"] = 96
-    data["datasets"] = {
-        "brain": {
-            "adapter": "brats",
-            "root": str(root / "demo" / "brain"),
-            "slice_range": [8, 32],
-            "min_foreground_pixels": 200,
-            "split": {"train": 0.45, "val": 0.15, "test": 0.4},
-        }
-    }
-    data["pipeline"]["datasets"] = ["brain"]
-    data["method_overrides"] = {"brain": {}}
-    data["preprocess"]["out_dir"] = str(root / "processed")
-    data["train"].update(out_dir=str(root / "models"), epochs=2, steps=0, validate_every=1, resume=False)
-    data["evaluate"]["out_dir"] = str(root / "reports")
-    data["localize"].update(datasets=["brain"], out_dir=str(root / "reports"), max_images=12, batch_size=4)
-    data["methods"]["stpm"]["batch_size"] = 8
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(data))
-    params = load_params(path)
+    from tiny_params import tiny_brain_params
+
+    params = load_params(tiny_brain_params(root))
     preprocess_dataset("brain", params)
     return params

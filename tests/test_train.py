@@ -81,21 +81,29 @@ def test_old_or_damaged_headers_are_refused_with_how_to_retrain(tiny_brain, tmp_
         save_checkpoint(tmp_path / "mismatch.safetensors", other, header)
 
 
-def test_interrupted_training_resumes_to_the_same_weights(tiny_brain, tmp_path):
-    train = load_split(tiny_brain.preprocess.out_dir, "brain", "train").images[:32]
-    config = StpmConfig(backbone="resnet18", weights="random")
-    run = FitSettings(
-        epochs=3,
+def random_stpm() -> STPM:
+    """The same randomly initialised ResNet-18 STPM every call (the resume tests start from it)."""
+    torch.manual_seed(1)
+    return STPM(StpmConfig(backbone="resnet18", weights="random"))
+
+
+def sgd_run(epochs: int, **changes) -> FitSettings:
+    """CPU fp32 run settings, batch 8, SGD at lr 0.1 with momentum 0.9."""
+    return FitSettings(
+        epochs=epochs,
         batch_size=8,
         optimizer=OptimizerConfig(name="sgd", lr=0.1, momentum=0.9),
         device=torch.device("cpu"),
         amp=None,
         seed=5,
+        **changes,
     )
 
-    def fresh():
-        torch.manual_seed(1)
-        return STPM(config)
+
+def test_interrupted_training_resumes_to_the_same_weights(tiny_brain, tmp_path):
+    train = load_split(tiny_brain.preprocess.out_dir, "brain", "train").images[:32]
+    run = sgd_run(epochs=3)
+    fresh = random_stpm
 
     straight = fit(fresh(), train, train[:8], run)
     state_file = tmp_path / "state.pt"
@@ -113,20 +121,9 @@ def test_resume_with_a_changed_learning_rate_starts_afresh_with_the_new_one(tmp_
     params.yaml said: a `dvc exp run -S ...lr=...` after an interruption silently trained on the old lr.
     Now a resume point written with other hyper-parameters is set aside, and the log names the change."""
     train = (torch.rand(16, 1, 64, 64, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
-    old = FitSettings(
-        epochs=1,
-        batch_size=8,
-        optimizer=OptimizerConfig(name="sgd", lr=0.1, momentum=0.9),
-        device=torch.device("cpu"),
-        amp=None,
-        seed=5,
-        state_file=tmp_path / "state.pt",
-    )
+    old = sgd_run(epochs=1, state_file=tmp_path / "state.pt")
     new = replace(old, epochs=2, optimizer=OptimizerConfig(name="sgd", lr=0.01, momentum=0.9))
-
-    def fresh():
-        torch.manual_seed(1)
-        return STPM(StpmConfig(backbone="resnet18", weights="random"))
+    fresh = random_stpm
 
     fit(fresh(), train, train[:8], old)  # interrupted after 1 epoch at lr 0.1
     with caplog.at_level("WARNING"):

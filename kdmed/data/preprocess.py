@@ -31,10 +31,11 @@ from kdmed.paths import processed_dir, processed_summary_path
 log = logging.getLogger(__name__)
 
 
-def study_items(record: StudyRecord, params: Params, config: DatasetConfig) -> tuple[list[dict], int]:
-    """The slices the policy admits (volumes) or the one image (2D) of a study, each a dict with
-    image/mask/label/name; and the number of lesion slices the policy left out."""
-    size = config.image_size or params.common.image_size
+def study_items(
+    record: StudyRecord, params: Params, config: DatasetConfig, size: int
+) -> tuple[list[dict], int]:
+    """The slices the policy admits (volumes) or the one image (2D) of a study at `size` pixels, each a
+    dict with image/mask/label/name; and the number of lesion slices the policy left out."""
     if record.is_volume:
         transform = build_volume_transform(params.preprocess, slice_policy(config), size)
         every = transform(
@@ -82,8 +83,9 @@ def preprocess_dataset(name: str, params: Params) -> dict:
     records, notes = dataset_records(name, params)
     rows: dict[str, list[dict]] = defaultdict(list)
     dropped = outside_policy = 0
+    size = params.image_size(name)
     for record in records:
-        items, outside = study_items(record, params, config)
+        items, outside = study_items(record, params, config, size)
         outside_policy += outside
         for item in items:
             if record.split == "train" and item["label"] == 1:
@@ -100,7 +102,7 @@ def preprocess_dataset(name: str, params: Params) -> dict:
         "adapter": config.adapter,
         "root": config.root,
         "channels": channels,
-        "image_size": params.image_size(name),
+        "image_size": size,
         **notes,
         "dropped_anomalous_training_slices": dropped,
         "lesion_slices_outside_slice_policy": outside_policy,
