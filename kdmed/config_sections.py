@@ -99,6 +99,10 @@ class DatasetConfig:
     # train.steps (0 = those): fine cell detail needs more pixels than a brain slice
     image_size: int = 0
     train_steps: int = 0
+    # 2D images: keep the central fraction of each side before resizing (1 = all). For crops centred on
+    # one object (a white cell in WBC and PBC crops), the object then fills more of the model's input and
+    # less of it is background; serving replays it from the checkpoint, and the review shows that view
+    center_crop: float = 1.0
 
     def __post_init__(self) -> None:
         require(self.slice_axis in (0, 1, 2), "slice_axis", self.slice_axis, "0, 1 or 2")
@@ -109,6 +113,7 @@ class DatasetConfig:
             "0 (common.image_size) or a multiple of 32 in [32, 1024]",
         )
         require(self.train_steps >= 0, "train_steps", self.train_steps, "0 (train.steps) or a positive count")
+        require(0.25 <= self.center_crop <= 1.0, "center_crop", self.center_crop, "a fraction in [0.25, 1]")
         if self.slice_range is not None:
             lo, hi = self.slice_range
             require(0 <= lo < hi, "slice_range", self.slice_range, "[first, last) with 0 <= first < last")
@@ -243,6 +248,9 @@ class LocalizeConfig:
     compare: tuple[str, ...] = ("stpm", "rd4ad")  # other methods whose maps are scored on the same images
     max_images: int = 32  # 0 = the whole test split; else a seeded half-lesion, half-normal subset
     reference_images: int = 16  # validation normals that set the per-study normalisation floor (0: none)
+    # SmoothGrad samples and integrated-gradients steps in this comparison; 0 = the MKD checkpoint's own
+    # (`methods.mkd.attribution`, the paper's 50); the demo uses fewer, for time
+    samples: int = 0
     batch_size: int = 8
     panel_images: int = 4
     seed: int = 0
@@ -260,6 +268,7 @@ class LocalizeConfig:
             require(name in ("stpm", "rd4ad"), "localize.compare", name, "stpm or rd4ad")
         require(self.max_images >= 0, "localize.max_images", self.max_images, ">= 0 (0 = all)")
         require(self.reference_images >= 0, "localize.reference_images", self.reference_images, ">= 0")
+        require(self.samples >= 0, "localize.samples", self.samples, ">= 0 (0 = the checkpoint's)")
         require(self.batch_size >= 1, "localize.batch_size", self.batch_size, ">= 1")
 
 

@@ -61,6 +61,7 @@ class Preprocessing:
     robust_iqr_multiple: float = 6.0
     resample_mm: float = 0.0
     stain_normalization: Literal["none", "reinhard"] = "none"
+    center_crop: float = 1.0  # 2D images: the central fraction of each side kept before resizing
 
 
 @dataclass(frozen=True)

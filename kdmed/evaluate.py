@@ -37,10 +37,17 @@ from kdmed.paths import checkpoint_path, report_dir
 from kdmed.runtime import amp_dtype, configure_threads, resolve_device
 
 
-def check_transfer_inputs(checkpoint, test: SliceSet, dataset: str) -> None:
+def check_transfer_inputs(checkpoint, test: SliceSet, dataset: str, center_crop: float = 1.0) -> None:
     """A model scores another dataset's test split only when that split was prepared as the model's own
-    inputs were (size and channels); anything else would be a wrong answer, not a transfer result."""
+    inputs were (size, channels, central crop); anything else would be a wrong answer, not a transfer
+    result."""
     preprocessing = checkpoint.serving.preprocessing
+    if center_crop != preprocessing.center_crop:
+        raise ConfigError(
+            f"model '{checkpoint.header.card.name}' was trained on the central {preprocessing.center_crop:g} "
+            f"of each image, but '{dataset}' is preprocessed with center_crop {center_crop:g}; set "
+            f"datasets.{dataset}.center_crop: {preprocessing.center_crop:g}."
+        )
     expected = (preprocessing.channels, preprocessing.image_size, preprocessing.image_size)
     if tuple(test.images.shape[1:]) != expected:
         raise ConfigError(
@@ -66,7 +73,7 @@ def evaluate_stage(
     threshold = checkpoint.threshold  # fixed before the test split is read
     test = load_split(params.preprocess.out_dir, dataset, "test")
     if model_dataset != dataset:
-        check_transfer_inputs(checkpoint, test, dataset)
+        check_transfer_inputs(checkpoint, test, dataset, params.dataset(dataset).center_crop)
     started = time.perf_counter()
     batch_size = params.method(method, dataset).batch_size
     result = predict_images(

@@ -14,7 +14,7 @@ import torch
 
 from kdmed import rules
 from kdmed.contract import SCORED, ServingContract
-from kdmed.data.transforms import to_model_input
+from kdmed.data.arrays import to_model_input
 from kdmed.models.base import Detector
 from kdmed.runtime import amp_dtype, autocast
 
@@ -191,7 +191,8 @@ def study_items(
             f"model '{model_name}' scores 2D images, but this study is a volume of shape "
             f"{study.array.shape}; upload a 2D image (png, jpg, bmp, tif)."
         )
-    item = build_image_transform(size, serving.preprocessing.stain_normalization)({"image": study})
+    prep = serving.preprocessing
+    item = build_image_transform(size, prep.stain_normalization, prep.center_crop)({"image": study})
     item.update(slice=0, status=SCORED, view=item["image"])
     return [item], None, None
 

@@ -53,6 +53,7 @@ def checkpoint_header(
             robust_iqr_multiple=params.preprocess.robust_iqr_multiple,
             resample_mm=params.preprocess.resample_mm,
             stain_normalization=params.preprocess.stain_normalization,
+            center_crop=config.center_crop if kind == "image" else 1.0,
         ),
         calibration=calibration,
         aggregation=StudyAggregation(params.train.study_aggregation, params.train.top_k),

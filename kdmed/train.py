@@ -116,7 +116,16 @@ def fit(
     on `val_images` (held-out normals), or the last epoch's when `run.keep` is "last". `run.augment` names
     `kdmed.augment` transforms applied to every batch; the teacher cache is bypassed then."""
     generator = seed_everything(run.seed)
-    detector.to(run.device).train()
+    # channels_last: the same arithmetic in NHWC order, 1.4x (64 px, batch 8) to 1.7x (96 px, batch 16)
+    # faster per STPM training step on a 2-core CPU (Lite0's depthwise convolutions); undone on return
+    detector.to(run.device, memory_format=torch.channels_last).train()
+    try:
+        return _fit(detector, train_images, val_images, run, generator)
+    finally:
+        detector.to(memory_format=torch.contiguous_format)
+
+
+def _fit(detector, train_images, val_images, run: FitSettings, generator) -> FitState:
     cached = None
     if run.augment:
         log.info(
@@ -178,6 +187,7 @@ def _train_epoch(
         if run.augment:
             images = augment_batch(images, run.augment, generator)
         batch = to_model_input(images).to(run.device, non_blocking=True)
+        batch = batch.contiguous(memory_format=torch.channels_last)
         teacher = {k: v[index.to(v.device)] for k, v in cached.items()} if cached is not None else None
         with autocast(run.device, run.amp):
             loss = detector.loss(batch, teacher)

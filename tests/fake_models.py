@@ -35,6 +35,7 @@ def write_checkpoint(
     map_floor: float = 0.0,
     slice_range: tuple[int, int] | None = None,
     min_foreground_pixels: int = 50,
+    center_crop: float = 1.0,
 ) -> Path:
     """A random ResNet-18 STPM (or MKD) checkpoint for 64 px, one-channel volumes or 2D images."""
     torch.manual_seed(0)
@@ -53,7 +54,9 @@ def write_checkpoint(
         ),
         serving=ServingContract(
             kind=kind,
-            preprocessing=Preprocessing(image_size=64, channels=1, **_preprocess_fields()),
+            preprocessing=Preprocessing(
+                image_size=64, channels=1, center_crop=center_crop, **_preprocess_fields()
+            ),
             calibration=Calibration(
                 rule="specificity",
                 target_specificity=0.95,

@@ -82,6 +82,17 @@ def take_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     return np.stack([to_view(c) for c in plane])
 
 
+def center_crop(array: np.ndarray, fraction: float) -> np.ndarray:
+    """The central `fraction` of the last two axes (rounded to whole pixels, centred to the floor);
+    fraction 1 returns `array` unchanged."""
+    if fraction >= 1.0:
+        return array
+    height, width = array.shape[-2:]
+    keep_h, keep_w = max(1, round(height * fraction)), max(1, round(width * fraction))
+    top, left = (height - keep_h) // 2, (width - keep_w) // 2
+    return array[..., top : top + keep_h, left : left + keep_w]
+
+
 def resize(image: np.ndarray, size: int) -> np.ndarray:
     """(C, H, W) -> (C, size, size); area-averaging when shrinking, bilinear otherwise. Both put pixel
     centres at half-integers (pixel i covers [i, i + 1) of its grid), the geometry `resize_mask` keeps."""

@@ -46,7 +46,7 @@ def study_items(
             item["name"] = f"{record.patient}/slice_{item['slice']:03d}"
             del item["view"]
         return items, sum(item["label"] for item in every if item["status"] != SCORED)
-    transform = build_image_transform(size, params.preprocess.stain_normalization)
+    transform = build_image_transform(size, params.preprocess.stain_normalization, config.center_crop)
     data = {"image": record.image}
     if record.mask:
         data["mask"] = record.mask

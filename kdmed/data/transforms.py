@@ -22,6 +22,7 @@ from monai.transforms import Compose, MapTransform
 from kdmed.config import PreprocessConfig
 from kdmed.contract import SCORED, Preprocessing, SlicePolicy
 from kdmed.data.arrays import (
+    center_crop,
     collapse_grey,
     crop_padded,
     foreground_mask,
@@ -61,6 +62,7 @@ __all__ = [  # the wrappers, and the array functions that importers still take f
     "normalize_percentiles",
     "normalize_robust",
     "resize",
+    "center_crop",
     "resize_map",
     "resize_mask",
     "square_box",
@@ -258,13 +260,15 @@ def build_volume_transform(
 
 
 class PrepareImaged(MapTransform):
-    """A 2D image (H, W) or (H, W, C) -> (C, S, S) in [0, 1], colour-normalised when asked
-    (`stain_normalization`, RGB only); its mask -> (S, S) bool."""
+    """A 2D image (H, W) or (H, W, C) -> (C, S, S) in [0, 1]: its central `center_crop` fraction (1 keeps
+    it whole), resized, colour-normalised when asked (`stain_normalization`, RGB only); its mask follows
+    the same crop -> (S, S) bool. `original_shape` is the shape after the crop."""
 
-    def __init__(self, image_size: int, stain_normalization: str = "none"):
+    def __init__(self, image_size: int, stain_normalization: str = "none", center_crop: float = 1.0):
         super().__init__(["image"])
         self.image_size = image_size
         self.stain_normalization = stain_normalization
+        self.center_crop = center_crop
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -275,6 +279,8 @@ class PrepareImaged(MapTransform):
             image = np.moveaxis(image[..., :3], -1, 0)
         else:
             raise StudyReadError(f"expected a 2D grey or RGB image, got an array of shape {image.shape}.")
+        uncropped = image.shape[-2:]
+        image = center_crop(image, self.center_crop)
         d["original_shape"] = image.shape[-2:]
         d["image"] = resize(to_unit_range(image), self.image_size)
         if self.stain_normalization == "reinhard" and d["image"].shape[0] == 3:
@@ -282,15 +288,17 @@ class PrepareImaged(MapTransform):
         if "mask" in d:
             mask = np.asarray(d["mask"])
             mask = mask.max(axis=-1) if mask.ndim == 3 else mask
-            if mask.shape != tuple(d["original_shape"]):
-                raise StudyReadError(
-                    f"mask shape {mask.shape} differs from image shape {tuple(d['original_shape'])}."
-                )
-            d["mask"] = resize_mask(mask, self.image_size)
+            if mask.shape != tuple(uncropped):
+                raise StudyReadError(f"mask shape {mask.shape} differs from image shape {tuple(uncropped)}.")
+            d["mask"] = resize_mask(center_crop(mask, self.center_crop), self.image_size)
         return d
 
 
-def build_image_transform(image_size: int, stain_normalization: str = "none") -> Compose:
-    """Load -> channels first -> [0, 1] -> resize (-> colour normalisation); masks follow with
-    nearest-neighbour."""
-    return Compose([LoadStudyd(["image", "mask"]), PrepareImaged(image_size, stain_normalization)])
+def build_image_transform(
+    image_size: int, stain_normalization: str = "none", center_crop: float = 1.0
+) -> Compose:
+    """Load -> channels first -> [0, 1] -> central crop -> resize (-> colour normalisation); masks follow
+    with nearest-neighbour."""
+    return Compose(
+        [LoadStudyd(["image", "mask"]), PrepareImaged(image_size, stain_normalization, center_crop)]
+    )

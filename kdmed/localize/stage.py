@@ -15,6 +15,7 @@ to the lesion studies' brightness (the columns show what that costs).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -102,6 +103,11 @@ def all_maps(params: Params, dataset: str, images: torch.Tensor, device) -> tupl
     mkd = load_checkpoint(checkpoint_path(params, dataset, "mkd"), device)
     maps, seconds = {}, {}
     mkd_config = mkd.detector.config
+    if config.samples:  # this comparison's sample count, not the checkpoint's (which serving keeps)
+        attribution = replace(
+            mkd_config.attribution, smoothgrad_samples=config.samples, ig_steps=config.samples
+        )
+        mkd_config = mkd.detector.config = replace(mkd_config, attribution=attribution)
     served = "discrepancy" if mkd_config.map != "gradient" else mkd_config.attribution.method
     calibrations = {f"mkd_{served}": mkd.serving.calibration}
     mkd_maps(mkd.detector, images[:1], "saliency", 1, device)  # warm-up, untimed

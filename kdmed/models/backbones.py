@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torchvision
 from torch import nn
 
 from kdmed.errors import ConfigError
@@ -137,6 +136,8 @@ def _build_full(name: str) -> nn.Module:
     """The whole network with random initialisation (torchvision's default init for torchvision models)."""
     if name == "efficientnet_lite0":
         return lite.EfficientNetLite0()
+    import torchvision  # only for the torchvision backbones: its import costs about 1.2 s per process
+
     return getattr(torchvision.models, name)(weights=None)
 
 

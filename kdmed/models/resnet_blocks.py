@@ -1,7 +1,9 @@
 """ResNet building blocks for RD4AD's one-class bottleneck and its reverse (up-sampling) decoder.
 
-The encoder-direction blocks are torchvision's own `BasicBlock` and `Bottleneck` (the official RD4AD
-code builds its bottleneck stage from the same blocks). The decoder blocks mirror them (Deng and Li,
+The encoder-direction blocks are torchvision's `BasicBlock` and `Bottleneck` (the official RD4AD code
+builds its bottleneck stage from them), written out here with the same parameter names, order and
+forward, so that importing this module does not import torchvision (about 1.2 s at every stage start;
+`tests/test_resnet_blocks.py` checks them against torchvision's). The decoder blocks mirror them (Deng and Li,
 CVPR 2022, Sec. 3.2): a block that changes resolution replaces its stride-2 3x3 convolution by a 2x2
 stride-2 transposed convolution, and its shortcut by a transposed convolution plus BatchNorm.
 """
@@ -9,7 +11,6 @@ stride-2 transposed convolution, and its shortcut by a transposed convolution pl
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -18,6 +19,62 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
 
 def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet basic block: 3x3 (strided) + 3x3, with an optional projection `downsample`."""
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = conv3x3(in_channels, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """torchvision's ResNet V1.5 bottleneck: 1x1, 3x3 (strided), 1x1 to `planes * 4`; inner width
+    `planes * base_width / 64` (Wide-ResNet-50-2: base width 128)."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_channels: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        base_width: int = 64,
+    ):
+        super().__init__()
+        width = int(planes * base_width / 64)
+        self.conv1 = conv1x1(in_channels, width)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, stride)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
 
 
 def upconv(in_channels: int, out_channels: int, factor: int) -> nn.ConvTranspose2d:

@@ -8,6 +8,8 @@ the same bytes; each case has its own random stream (see `common.case_rng`).
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,9 +61,15 @@ def generate_demo(out_dir: Path, spec: DemoSpec) -> dict:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return {
-        "seed": spec.seed,
-        "brain": generate_brain(out_dir, spec.brain, spec.seed),
-        "oct": generate_oct(out_dir, spec.oct, spec.seed),
-        "wbc": generate_wbc(out_dir, spec.wbc, spec.seed),
+    jobs = {
+        "brain": (generate_brain, spec.brain),
+        "oct": (generate_oct, spec.oct),
+        "wbc": (generate_wbc, spec.wbc),
     }
+    # The domains are independent and each draws from its own seeded generators, so they are generated in
+    # parallel processes with the same files as one after the other (about 2x faster on 2 cores).
+    with ProcessPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+        futures = {
+            name: pool.submit(make, out_dir, domain, spec.seed) for name, (make, domain) in jobs.items()
+        }
+        return {"seed": spec.seed, **{name: future.result() for name, future in futures.items()}}
