@@ -167,7 +167,7 @@ def trained_tiny(tiny_brain, tmp_path_factory):
         tiny_brain,
         methods=dataclasses.replace(tiny_brain.methods, mkd=mkd_settings),
         train=dataclasses.replace(tiny_brain.train, out_dir=str(root / "models"), epochs=1),
-        localize=dataclasses.replace(tiny_brain.localize, out_dir=str(root / "reports")),
+        localize=dataclasses.replace(tiny_brain.localize, out_dir=str(root / "reports"), samples=0),
     )
     for method in ("stpm", "rd4ad", "mkd"):
         train_stage(params, "brain", method)
