@@ -37,7 +37,7 @@ from kdmed.paths import checkpoint_path, report_dir
 from kdmed.runtime import amp_dtype, configure_threads, resolve_device
 
 
-def check_transfer_inputs(checkpoint, test: SliceSet, dataset: str, center_crop: float = 1.0) -> None:
+def check_transfer_inputs(checkpoint, test: SliceSet, dataset: str, center_crop: float) -> None:
     """A model scores another dataset's test split only when that split was prepared as the model's own
     inputs were (size, channels, central crop); anything else would be a wrong answer, not a transfer
     result."""

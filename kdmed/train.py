@@ -186,8 +186,7 @@ def _train_epoch(
         images = train_images[index]
         if run.augment:
             images = augment_batch(images, run.augment, generator)
-        batch = to_model_input(images).to(run.device, non_blocking=True)
-        batch = batch.contiguous(memory_format=torch.channels_last)
+        batch = to_model_input(images).to(run.device, non_blocking=True, memory_format=torch.channels_last)
         teacher = {k: v[index.to(v.device)] for k, v in cached.items()} if cached is not None else None
         with autocast(run.device, run.amp):
             loss = detector.loss(batch, teacher)

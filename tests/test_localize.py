@@ -185,12 +185,11 @@ def test_localize_stage_scores_every_map_on_the_same_images(trained_tiny):
     assert set(written["maps"]) == expected == set(metrics["maps"])
     assert written["images"] == 12 and written["settings"]["smoothgrad_samples"] == 3
     assert written["reference_normals"] > 0  # the floor comes from validation normals
-    fewer = dataclasses.replace(trained_tiny, localize=dataclasses.replace(trained_tiny.localize, samples=2))
-    settings = localize_stage(fewer, "brain")["settings"]
+    fewer_settings = dataclasses.replace(trained_tiny.localize, samples=2, out_dir=f"{out}-fewer")
+    settings = localize_stage(dataclasses.replace(trained_tiny, localize=fewer_settings), "brain")["settings"]
     assert (settings["smoothgrad_samples"], settings["ig_steps"]) == (2, 2)
     stored = load_checkpoint(checkpoint_path(trained_tiny, "brain", "mkd")).detector.config.attribution
     assert stored.smoothgrad_samples == 3  # the comparison's count is not written into the model
-    localize_stage(trained_tiny, "brain")  # the outputs below are the default run's again
     for name, row in written["maps"].items():
         assert row["pixel_images"] == 12 and row["ms_per_slice"] > 0, name
     full = load_split(trained_tiny.preprocess.out_dir, "brain", "test")

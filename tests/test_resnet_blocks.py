@@ -30,21 +30,13 @@ def _projection(in_channels: int, out_channels: int, stride: int) -> nn.Sequenti
 def test_blocks_match_torchvision(kind, in_channels, planes, stride, extra):
     out_channels = planes * getattr(ours, kind).expansion
     needs_projection = stride != 1 or in_channels != out_channels
+
+    def build(module):
+        downsample = _projection(in_channels, out_channels, stride) if needs_projection else None
+        return getattr(module, kind)(in_channels, planes, stride, downsample, **extra).eval()
+
     torch.manual_seed(0)
-    reference = getattr(tv, kind)(
-        in_channels,
-        planes,
-        stride,
-        _projection(in_channels, out_channels, stride) if needs_projection else None,
-        **extra,
-    ).eval()
-    mine = getattr(ours, kind)(
-        in_channels,
-        planes,
-        stride,
-        _projection(in_channels, out_channels, stride) if needs_projection else None,
-        **extra,
-    ).eval()
+    reference, mine = build(tv), build(ours)
     theirs, own = reference.state_dict(), mine.state_dict()
     assert list(own) == list(theirs)
     assert all(own[key].shape == theirs[key].shape for key in own)
