@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# pip installs with --no-compile (byte-compiling all of torch, CUDA wrappers included, took ~35 of ~95 s);
+# Python then writes the .pyc of what it really imports on first use, which needs bytecode writing on.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup demo real test test-all test-slow lint clean-outputs browser
 
@@ -14,7 +17,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kdmed needs Python >= 3.11; set PYTHON=python3.11 (or newer)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-compile -c constraints.txt -e ".[dev]"
 	@touch $@
 
 # The page template `dvc plots show` fills (.dvc/config names it): Vega libraries inlined, so plots render

@@ -24,6 +24,7 @@ from kdmed.errors import KdmedError
 from kdmed.inference import score_study
 from kdmed.report import ReviewContext, pdf_report, scores_csv
 from kdmed.review import explain_slice, model_catalogue, operating_threshold
+from kdmed.runtimes import with_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ATTRIBUTION = "saliency"  # fastest of the attributions that follow MKD's score (README: Localisation)
@@ -56,7 +57,8 @@ def settings() -> Settings:
 
 @st.cache_resource(show_spinner="Loading model...", max_entries=4)
 def _loaded_checkpoint(path: str, size: int, mtime_ns: int):
-    return load_checkpoint(path)
+    # the evaluate stage's default runtime (BatchNorm folded on the CPU), so the app scores as it did
+    return with_runtime(load_checkpoint(path), "torch", path)
 
 
 def cached_checkpoint(path: str):

@@ -41,7 +41,9 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from kdmed.train import train_stage
 
-    print(json.dumps(train_stage(_params(args), args.dataset, args.method), indent=2))
+    summary = train_stage(_params(args), args.dataset, args.method)
+    if summary is not None:  # None on torchrun ranks other than 0, which write nothing
+        print(json.dumps(summary, indent=2))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -91,9 +93,74 @@ def cmd_score(args: argparse.Namespace) -> None:
 
     source = args.source[0] if len(args.source) == 1 else args.source
     report = score_source(
-        source, args.model, out=args.out, series_uid=args.series, batch_size=args.batch_size
+        source,
+        args.model,
+        out=args.out,
+        series_uid=args.series,
+        batch_size=args.batch_size,
+        runtime=args.runtime,
     )
     print(json.dumps(report, indent=2, allow_nan=False))
+
+
+def cmd_score_archive(args: argparse.Namespace) -> None:
+    from kdmed.archive import score_archive
+
+    summary = score_archive(
+        args.source,
+        args.model,
+        args.out,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        batch_size=args.batch_size,
+        include_paths=args.include_paths,
+        retry_errors=args.retry_errors,
+        progress=not args.no_progress,
+        runtime=args.runtime,
+    )
+    print(json.dumps(summary, indent=2))
+
+
+def _add_runtime(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--runtime",
+        choices=("torch", "onnx", "onnx-int8"),
+        default="torch",
+        help="torch, onnx (ONNX Runtime) or onnx-int8 (after an onnx-int8 evaluate); see kdmed.runtimes",
+    )
+
+
+def _add_scoring(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """`kdmed score` (one study) and `kdmed score-archive` (many, on Dask)."""
+    score = add(
+        "score",
+        cmd_score,
+        "score a study (NIfTI, DICOM folder/zip/files, 2D image) or a folder of 2D images; JSON on stdout",
+    )
+    score.add_argument("source", nargs="+", help="a file, a folder, a zip, or several files of one study")
+    score.add_argument("--model", required=True, help="checkpoint (.safetensors) written by `kdmed train`")
+    score.add_argument("--out", default=None, help="folder for anomaly maps (NPZ, input grid) and overlays")
+    score.add_argument("--batch-size", type=int, default=16, help="slices per forward pass (default: 16)")
+    score.add_argument("--series", default=None, help="DICOM SeriesInstanceUID (default: the largest axial)")
+    _add_runtime(score)
+    archive = add(
+        "score-archive",
+        cmd_score_archive,
+        "score every study of a folder tree or manifest on Dask; one results table, resumable",
+    )
+    archive.add_argument("source", help="a folder of studies, or a .txt/.csv manifest of study paths")
+    archive.add_argument("--model", required=True, help="checkpoint (.safetensors) written by `kdmed train`")
+    archive.add_argument("--out", required=True, help="folder for results.csv (studies in it are skipped)")
+    where = archive.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=2, help="local Dask worker processes (default: 2)")
+    where.add_argument("--scheduler", default=None, help="a running Dask scheduler, e.g. tcp://host:8786")
+    archive.add_argument("--batch-size", type=int, default=16, help="slices per forward pass (default: 16)")
+    archive.add_argument(
+        "--include-paths", action="store_true", help="add each study's path (may identify the patient)"
+    )
+    archive.add_argument("--retry-errors", action="store_true", help="score again studies that failed before")
+    archive.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_runtime(archive)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,16 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument(
         "--series", default=None, help="SeriesInstanceUID to choose when several are present"
     )
-    score = add(
-        "score",
-        cmd_score,
-        "score a study (NIfTI, DICOM folder/zip/files, 2D image) or a folder of 2D images; JSON on stdout",
-    )
-    score.add_argument("source", nargs="+", help="a file, a folder, a zip, or several files of one study")
-    score.add_argument("--model", required=True, help="checkpoint (.safetensors) written by `kdmed train`")
-    score.add_argument("--out", default=None, help="folder for anomaly maps (NPZ, input grid) and overlays")
-    score.add_argument("--batch-size", type=int, default=16, help="slices per forward pass (default: 16)")
-    score.add_argument("--series", default=None, help="DICOM SeriesInstanceUID (default: the largest axial)")
+    _add_scoring(add)
     add(
         "plots-template",
         cmd_plots_template,

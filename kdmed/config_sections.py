@@ -19,6 +19,9 @@ class CommonConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # mixed precision, used only on CUDA
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    runtime: Literal["torch", "onnx", "onnx-int8"] = (
+        "torch"  # where evaluate scores on the CPU (kdmed.runtimes)
+    )
 
     def __post_init__(self) -> None:
         require(

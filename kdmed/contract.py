@@ -171,6 +171,7 @@ class TrainingRecord:
     device: str = "cpu"
     amp: str = "off"
     augment: tuple[str, ...] = ()  # kdmed.augment transforms used in training (empty: none)
+    processes: int = 1  # torchrun data-parallel ranks (kdmed.distributed); the global batch is the same
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from kdmed.calibration import normalized_score
 from kdmed.checkpoint import load_checkpoint
 from kdmed.config import Params
 from kdmed.contract import Calibration
+from kdmed.data.arrays import to_model_input
 from kdmed.data.slices import SliceSet, load_split
 from kdmed.errors import ConfigError
 from kdmed.inference import predict_images
@@ -35,6 +36,7 @@ from kdmed.metrics.reported import (
 )
 from kdmed.paths import checkpoint_path, report_dir
 from kdmed.runtime import amp_dtype, configure_threads, resolve_device
+from kdmed.runtimes import with_runtime
 
 
 def check_transfer_inputs(checkpoint, test: SliceSet, dataset: str, center_crop: float) -> None:
@@ -57,6 +59,14 @@ def check_transfer_inputs(checkpoint, test: SliceSet, dataset: str, center_crop:
         )
 
 
+def _calibration_images(params: Params, dataset: str):
+    """Validation normals as float model inputs, for INT8 calibration (`common.runtime: onnx-int8`)."""
+    if params.common.runtime != "onnx-int8":
+        return None
+    normals = load_split(params.preprocess.out_dir, dataset, "val").normals().images[:64]
+    return to_model_input(normals).numpy()
+
+
 def evaluate_stage(
     params: Params,
     dataset: str,
@@ -69,7 +79,12 @@ def evaluate_stage(
     configure_threads(params.common.num_threads)
     device = resolve_device(params.common.device)
     model_dataset = model_dataset or dataset
-    checkpoint = load_checkpoint(checkpoint_path(params, model_dataset, method), device)
+    path = checkpoint_path(params, model_dataset, method)
+    checkpoint = load_checkpoint(path, device)
+    if device.type == "cpu":
+        checkpoint = with_runtime(
+            checkpoint, params.common.runtime, path, calibration=_calibration_images(params, model_dataset)
+        )
     threshold = checkpoint.threshold  # fixed before the test split is read
     test = load_split(params.preprocess.out_dir, dataset, "test")
     if model_dataset != dataset:

@@ -27,6 +27,7 @@ from kdmed.data.transforms import from_view, resize_map, to_unit_range
 from kdmed.errors import KdmedError, StudyReadError
 from kdmed.inference import StudyResult, score_study
 from kdmed.io import InputGrid, Item, Study, list_images, load_study
+from kdmed.runtimes import with_runtime
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,18 @@ def score_source(
     out: str | Path | None = None,
     series_uid: str | None = None,
     batch_size: int = 16,
+    checkpoint: Checkpoint | None = None,
+    runtime: str = "torch",
 ) -> dict[str, Any]:
-    """Score `source` (a path, a folder, or a list of paths) with the checkpoint at `model`."""
+    """Score `source` (a path, a folder, or a list of paths) with the checkpoint at `model` (`checkpoint`:
+    that file already loaded, as `kdmed score-archive`'s workers keep it between studies). `runtime`: torch,
+    or onnx for ONNX Runtime (`kdmed.runtimes`)."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise KdmedError(f"--batch-size must be a positive integer, got {batch_size!r}; pass e.g. 16")
     out = Path(out) if out is not None else None
     images = image_items(source, series_uid)
-    checkpoint = load_checkpoint(model)
+    if checkpoint is None:
+        checkpoint = with_runtime(load_checkpoint(model), runtime, model)
     study = load_study(source, series_uid=series_uid) if images is None else None
     if out is not None:
         _make_folder(out)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from kdmed import atomic
+from kdmed import atomic, distributed
 from kdmed.augment import augment_batch
 from kdmed.calibration import calibrate
 from kdmed.checkpoint import save_checkpoint
@@ -28,13 +28,14 @@ from kdmed.config_schema import to_plain
 from kdmed.contract import TrainingRecord
 from kdmed.data.arrays import to_model_input
 from kdmed.data.slices import SliceSet, load_split
+from kdmed.distributed import SINGLE, Distributed, local_batch, wrap
 from kdmed.errors import TrainingDivergedError
 from kdmed.inference import batched, predict_images, selection_value
 from kdmed.models.base import Detector
 from kdmed.models.registry import build_detector
 from kdmed.paths import checkpoint_path, processed_summary_path, train_log_path, train_state_path
 from kdmed.resume import FitState, restore_state, save_state, trainable_state
-from kdmed.runtime import amp_dtype, autocast, configure_threads, resolve_device, seed_everything
+from kdmed.runtime import amp_dtype, autocast, configure_threads, seed_everything
 from kdmed.serving_header import checkpoint_header
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class FitSettings:
     keep: str = "best_validation"  # or "last"
     augment: tuple[str, ...] = ()
     method_settings: Any = None  # the method's params section, compared on resume (a dataclass or dict)
+    distributed: Distributed = SINGLE  # torchrun's ranks (kdmed.distributed); rank 0 alone validates
 
     def hyperparameters(self) -> dict[str, Any]:
         """What defines the training trajectory, compared with a resume point's before continuing it.
@@ -140,8 +142,12 @@ def _fit(detector, train_images, val_images, run: FitSettings, generator) -> Fit
     state = FitState()
     if run.state_file is not None and run.state_file.is_file():
         state = restore_state(run.state_file, detector, optimizer, generator, run.hyperparameters(), run.desc)
+    loss_module = wrap(detector, run.distributed, run.device)
     for epoch in range(state.epoch + 1, run.epochs + 1):
-        record = _train_epoch(detector, train_images, cached, optimizer, scaler, generator, run, epoch)
+        record = _train_epoch(loss_module, train_images, cached, optimizer, scaler, generator, run, epoch)
+        if not run.distributed.is_main:
+            state.epoch = epoch
+            continue
         if epoch % run.validate_every == 0 or epoch == run.epochs:
             value = selection_value(detector, val_images, run.batch_size, run.amp)
             record["val_selection"] = value
@@ -166,11 +172,12 @@ def _fit(detector, train_images, val_images, run: FitSettings, generator) -> Fit
 
 
 def _train_epoch(
-    detector, train_images, cached, optimizer, scaler, generator, run: FitSettings, epoch: int
+    loss_module, train_images, cached, optimizer, scaler, generator, run: FitSettings, epoch: int
 ) -> dict:
     """One pass over the shuffled training images (the last partial batch dropped, as the official
-    loaders do); returns the epoch's record for the training log."""
-    n, batch_size = train_images.shape[0], run.batch_size
+    loaders do); returns the epoch's record for the training log. Under torchrun each rank steps on its
+    share of every global batch (`kdmed.distributed.local_batch`) and DDP averages the gradients."""
+    n, batch_size, ranks = train_images.shape[0], run.batch_size, run.distributed
     steps_per_epoch = max(1, n // batch_size)
     order = torch.randperm(n, generator=generator)
     started, seen, total_loss = time.perf_counter(), 0, 0.0
@@ -180,16 +187,17 @@ def _train_epoch(
         unit="img",
         mininterval=2.0,
         leave=False,
+        disable=not ranks.is_main,
     )
     for step in range(steps_per_epoch):
-        index = order[step * batch_size : (step + 1) * batch_size]
+        index = local_batch(order, step, batch_size, ranks)
         images = train_images[index]
         if run.augment:
             images = augment_batch(images, run.augment, generator)
         batch = to_model_input(images).to(run.device, non_blocking=True, memory_format=torch.channels_last)
         teacher = {k: v[index.to(v.device)] for k, v in cached.items()} if cached is not None else None
         with autocast(run.device, run.amp):
-            loss = detector.loss(batch, teacher)
+            loss = loss_module(batch, teacher)
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
                 f"{run.desc}: the loss became {loss.item()} at epoch {epoch}, step {step}; "
@@ -199,9 +207,9 @@ def _train_epoch(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        seen += batch.shape[0]
-        total_loss += float(loss.detach()) * batch.shape[0]
-        bar.update(batch.shape[0])
+        seen += batch.shape[0] * ranks.world_size
+        total_loss += float(loss.detach()) * batch.shape[0] * ranks.world_size  # rank 0's share's loss
+        bar.update(batch.shape[0] * ranks.world_size)
         rate = seen / max(time.perf_counter() - started, 1e-9)
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{rate:.1f}")
     bar.close()
@@ -241,11 +249,20 @@ def training_images(params: Params, train_set: SliceSet) -> torch.Tensor:
     return images
 
 
-def train_stage(params: Params, dataset: str, method: str) -> dict:
-    """The `train` stage for one dataset x method: fit, calibrate on validation, write the checkpoint."""
+def train_stage(params: Params, dataset: str, method: str) -> dict | None:
+    """The `train` stage for one dataset x method: fit, calibrate on validation, write the checkpoint.
+    Under torchrun (`kdmed.distributed`) every rank trains and rank 0 alone calibrates and writes; the
+    other ranks return None."""
     configure_threads(params.common.num_threads)
+    ranks, device = distributed.start(params.common.device)
+    try:
+        return _train_stage(params, dataset, method, ranks, device)
+    finally:
+        distributed.stop(ranks)
+
+
+def _train_stage(params: Params, dataset: str, method: str, ranks: Distributed, device) -> dict | None:
     method_config = params.method(method, dataset)
-    device = resolve_device(params.common.device)
     amp = amp_dtype(device, params.common.amp)
     processed = params.preprocess.out_dir
     train_set, val_set = load_split(processed, dataset, "train"), load_split(processed, dataset, "val")
@@ -270,10 +287,13 @@ def train_stage(params: Params, dataset: str, method: str) -> dict:
         keep=params.train.checkpoint,
         augment=params.train.augment,
         method_settings=method_config,
+        distributed=ranks,
     )
     started = time.perf_counter()
     state = fit(detector, train_images, val_set.normals().images, run)
     seconds = time.perf_counter() - started
+    if not ranks.is_main:
+        return None
     detector.load_state_dict({**detector.state_dict(), **state.best_state}, strict=True)
     calibration = calibrate_on_validation(params, dataset, detector, val_set, batch_size, amp)
     channels = int(json.loads(processed_summary_path(params, dataset).read_text())["channels"])
@@ -287,6 +307,7 @@ def train_stage(params: Params, dataset: str, method: str) -> dict:
         device=str(device),
         amp=str(amp) if amp else "off",
         augment=tuple(params.train.augment),
+        processes=ranks.world_size,
     )
     header = checkpoint_header(params, dataset, detector, calibration, channels=channels, training=record)
     save_checkpoint(checkpoint_path(params, dataset, method), detector, header)

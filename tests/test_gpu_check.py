@@ -68,6 +68,7 @@ def test_map_agreement_reports_score_changes_and_order():
     assert swapped["spearman_mean"] < 0.9
 
 
+@pytest.mark.slow
 def test_smoke_run_measures_every_method_and_backbone_on_the_cpu(tmp_path):
     out = tmp_path / "gpu_check.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "KDMED_OFFLINE": "1"}

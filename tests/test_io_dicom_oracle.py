@@ -18,7 +18,12 @@ from kdmed.io import list_series, load_study
 
 pytestmark = pytest.mark.realdata
 
-SERIES = [f"20180918GE/mr_000{n}" for n in (4, 5, 6, 7)] + [f"20180918Si/mr_000{n}" for n in (3, 4, 5, 6)]
+# One GE series in the fast tier; the other three (12 s each: 150 single-frame files) in the slow tier.
+SERIES = (
+    ["20180918GE/mr_0004"]
+    + [pytest.param(f"20180918GE/mr_000{n}", marks=pytest.mark.slow) for n in (5, 6, 7)]
+    + [f"20180918Si/mr_000{n}" for n in (3, 4, 5, 6)]
+)
 
 
 @pytest.fixture(scope="module")

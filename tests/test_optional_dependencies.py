@@ -33,7 +33,14 @@ def test_the_extras_split_scoring_from_the_pipeline_and_the_app():
     extras = {name: requirement_names(reqs) for name, reqs in project["optional-dependencies"].items()}
     assert not core & {"dvc", "streamlit", "vl-convert-python", "pandas"}
     assert {"dvc", "vl-convert-python"} <= extras["pipeline"] and "streamlit" in extras["app"]
-    assert {"kdmed[app,pipeline]", "pytest", "pytest-timeout", "import-linter", "ruff"} <= extras["dev"]
+    assert {"distributed"} <= extras["archive"] and {"onnx", "onnxruntime"} <= extras["onnx"]
+    assert {
+        "kdmed[app,pipeline,archive,onnx]",
+        "pytest",
+        "pytest-timeout",
+        "import-linter",
+        "ruff",
+    } <= extras["dev"]
 
 
 def run_without(blocked: tuple[str, ...], args: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -13,21 +13,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from kdmed.distributed import LossModule
 from kdmed.gpu_check.training import make_optimizer, precision, synchronize, synthetic_images
-from kdmed.models.base import Detector
 from kdmed.models.registry import build_detector
 from kdmed.runtime import autocast
-
-
-class _LossModule(nn.Module):
-    """DDP calls `forward`; a detector's training entry point is `loss`."""
-
-    def __init__(self, detector: Detector):
-        super().__init__()
-        self.detector = detector
-
-    def forward(self, x01: torch.Tensor) -> torch.Tensor:
-        return self.detector.loss(x01)
 
 
 def _ddp_worker(rank: int, world: int, port: int, config, args: dict, result_file: str) -> None:
@@ -41,9 +30,7 @@ def _ddp_worker(rank: int, world: int, port: int, config, args: dict, result_fil
     try:
         torch.manual_seed(0)
         detector = build_detector(args["method"], config).to(device).train()
-        model = nn.parallel.DistributedDataParallel(
-            _LossModule(detector), device_ids=[rank] if cuda else None
-        )
+        model = nn.parallel.DistributedDataParallel(LossModule(detector), device_ids=[rank] if cuda else None)
         optimizer = make_optimizer(detector, config)
         dtype = precision(device, True)
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -54,7 +41,7 @@ def _ddp_worker(rank: int, world: int, port: int, config, args: dict, result_fil
                 dist.barrier()
                 started = time.perf_counter()
             with autocast(device, dtype):
-                loss = model(images)
+                loss = model(images, None)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

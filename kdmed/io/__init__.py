@@ -15,10 +15,16 @@ Every failure a user can cause raises `kdmed.errors.StudyReadError` (or `Unsuppo
 from kdmed.io.grid import InputGrid
 from kdmed.io.limits import ReadLimits
 from kdmed.io.load import inspect_source, list_images, list_series, load_study
+from kdmed.io.sniff import DICOM_KINDS, HEAD_BYTES, IMAGE_KINDS, NIFTI_KINDS, Kind, sniff
 from kdmed.io.sources import Item
 from kdmed.io.study import SeriesInfo, Study, StudyMetadata
 
 __all__ = [
+    "DICOM_KINDS",
+    "HEAD_BYTES",
+    "IMAGE_KINDS",
+    "NIFTI_KINDS",
+    "Kind",
     "InputGrid",
     "Item",
     "ReadLimits",
@@ -29,4 +35,5 @@ __all__ = [
     "list_images",
     "list_series",
     "load_study",
+    "sniff",
 ]

@@ -61,15 +61,17 @@ def generate_demo(out_dir: Path, spec: DemoSpec) -> dict:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Longest first (WBC ~16 s, brain ~11 s, OCT ~6 s on one core): on 2 cores WBC runs beside brain then
+    # OCT, instead of waiting for a free worker (27 s -> 21 s for the stage's command).
     jobs = {
+        "wbc": (generate_wbc, spec.wbc),
         "brain": (generate_brain, spec.brain),
         "oct": (generate_oct, spec.oct),
-        "wbc": (generate_wbc, spec.wbc),
     }
     # The domains are independent and each draws from its own seeded generators, so they are generated in
-    # parallel processes with the same files as one after the other (about 2x faster on 2 cores).
+    # parallel processes with the same files as one after the other.
     with ProcessPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
         futures = {
             name: pool.submit(make, out_dir, domain, spec.seed) for name, (make, domain) in jobs.items()
         }
-        return {"seed": spec.seed, **{name: future.result() for name, future in futures.items()}}
+        return {"seed": spec.seed, **{name: futures[name].result() for name in ("brain", "oct", "wbc")}}
