@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Python then writes the .pyc of what it really imports on first use, which needs bytecode writing on.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: setup demo real test test-all test-slow lint clean-outputs browser
+.PHONY: setup demo real test test-all test-slow lint clean-outputs browser pacs-server pacs pacs-stop
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kdmed needs Python >= 3.11; set PYTHON=python3.11 (or newer)")'
@@ -51,6 +51,23 @@ browser:
 	      || echo "apt-get could not install chromium: the browser test will skip"; \
 	  else echo "chromium is absent and cannot be installed here (needs root + apt-get): the browser test will skip"; fi; }
 
+# Debian's Orthanc + DICOMweb plugin (a real PACS for `kdmed pacs` and tests/test_pacs.py) and dicom3tools
+# (dciodvfy), installed with apt-get when missing and this runs as root; otherwise those tests skip and say why.
+pacs-server:
+	@command -v Orthanc >/dev/null 2>&1 && test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb dicom3tools) >/dev/null \
+	      || echo "apt-get could not install orthanc: the PACS tests will skip"; \
+	  else echo "Orthanc is absent and cannot be installed here (needs root + apt-get): the PACS tests will skip"; fi; }
+
+PACS_DIR ?= tmp/pacs
+PACS_PORT ?= 8042
+pacs: setup pacs-server  ## start a development Orthanc on 127.0.0.1:$(PACS_PORT) (DICOMweb at /dicom-web), PID in $(PACS_DIR)
+	$(BIN)/python -m kdmed.pacs.orthanc start --dir $(PACS_DIR) --port $(PACS_PORT)
+
+pacs-stop:  ## stop it by the PID `make pacs` wrote
+	$(BIN)/python -m kdmed.pacs.orthanc stop --dir $(PACS_DIR)
+
 # Tiers (pyproject.toml): a plain `pytest` deselects `slow` tests, and a later `-m` replaces that default.
 # Real-data tests skip with a reason when ../shared/data is absent. Per-test limits: 300 s in the fast tier
 # (pyproject.toml), 1200 s here (the first 30-epoch lesion test took 1147 s on a heavily shared 2-core CPU).
@@ -61,10 +78,10 @@ CI_SLOW_SESSION_S := 4500
 test: setup  ## the fast tier (offline, a few minutes): every test not marked slow
 	$(BIN)/python -m pytest
 
-test-all: setup browser  ## every test, fast and slow, with the 25 slowest listed
+test-all: setup browser pacs-server  ## every test, fast and slow, with the 25 slowest listed
 	$(BIN)/python -m pytest -m "" --durations=25 --timeout=$(SLOW_TIMEOUT_S)
 
-test-slow: setup browser  ## only the slow tier (what `test-all` adds to `test`; CI runs it after `test`)
+test-slow: setup browser pacs-server  ## only the slow tier (what `test-all` adds to `test`; CI runs it after `test`)
 	$(BIN)/python -m pytest -m slow --durations=25 --timeout=$(SLOW_TIMEOUT_S) --session-timeout=$(CI_SLOW_SESSION_S)
 
 # ruff, the layer contract (.importlinter) and the generated architecture map being up to date.

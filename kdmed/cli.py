@@ -121,6 +121,60 @@ def cmd_score_archive(args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=2))
 
 
+def cmd_pacs(args: argparse.Namespace) -> None:
+    if args.pacs_command == "list":
+        from kdmed.pacs.client import Pacs
+
+        studies = Pacs(args.url, args.timeout).studies(with_phi=args.phi)
+        print(json.dumps([s.to_dict() for s in studies], indent=2))
+    elif args.pacs_command == "score":
+        from kdmed.pacs.score import score_study_on_pacs
+
+        report = score_study_on_pacs(
+            args.url,
+            args.study,
+            args.model,
+            series_uid=args.series,
+            store=not args.no_store,
+            timeout_s=args.timeout,
+        )
+        print(json.dumps(report, indent=2, allow_nan=False))
+    else:
+        from kdmed.pacs.watch import watch
+
+        summary = watch(args.url, args.model, args.state, interval_s=args.interval, once=args.once,
+                        retry_errors=args.retry_errors, timeout_s=args.timeout)  # fmt: skip
+        print(json.dumps(summary, indent=2))
+
+
+def _add_pacs(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """`kdmed pacs list | score | watch` over DICOMweb (`kdmed.pacs`)."""
+    pacs = add("pacs", cmd_pacs, "studies from a PACS over DICOMweb; results back as DICOM SEG + KOS")
+    commands = pacs.add_subparsers(dest="pacs_command", required=True, metavar="PACS_COMMAND")
+    listing = commands.add_parser("list", help="the studies: UID, date, description, modalities")
+    scoring = commands.add_parser("score", help="score one study and store SEG + KOS back into it")
+    watching = commands.add_parser("watch", help="score every new study once (restartable)")
+    for command in (listing, scoring, watching):
+        command.add_argument(
+            "--url", required=True, help="DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web"
+        )
+        command.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default: 30)")
+    listing.add_argument("--phi", action="store_true", help="also print patient names and IDs")
+    for command in (scoring, watching):
+        command.add_argument(
+            "--model", required=True, help="checkpoint (.safetensors) written by `kdmed train`"
+        )
+    scoring.add_argument("--study", required=True, help="StudyInstanceUID")
+    scoring.add_argument("--series", default=None, help="SeriesInstanceUID (default: kdmed's choice)")
+    scoring.add_argument("--no-store", action="store_true", help="build and check the results, store nothing")
+    watching.add_argument(
+        "--state", default="pacs-watch.json", help="what was done (default: pacs-watch.json)"
+    )
+    watching.add_argument("--interval", type=float, default=30.0, help="seconds between polls (default: 30)")
+    watching.add_argument("--once", action="store_true", help="one pass, then exit")
+    watching.add_argument("--retry-errors", action="store_true", help="score again studies that failed")
+
+
 def _add_runtime(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--runtime",
@@ -211,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--series", default=None, help="SeriesInstanceUID to choose when several are present"
     )
     _add_scoring(add)
+    _add_pacs(add)
     add(
         "plots-template",
         cmd_plots_template,

@@ -42,3 +42,20 @@ def tiny_brain(tmp_path_factory):
     params = load_params(tiny_brain_params(root))
     preprocess_dataset("brain", params)
     return params
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """A real Orthanc (Debian's package, DICOMweb plugin) on 127.0.0.1, stopped by its PID at the end;
+    skipped with the reason when it is not installed (`make test-slow` installs it as root)."""
+    from kdmed.errors import KdmedError
+    from kdmed.pacs.orthanc import find_orthanc, start, stop
+
+    try:
+        find_orthanc()
+    except KdmedError as error:
+        pytest.skip(str(error))
+    folder = tmp_path_factory.mktemp("orthanc")
+    server = start(folder)
+    yield server
+    stop(folder)

@@ -35,7 +35,7 @@ def test_the_extras_split_scoring_from_the_pipeline_and_the_app():
     assert {"dvc", "vl-convert-python"} <= extras["pipeline"] and "streamlit" in extras["app"]
     assert {"distributed"} <= extras["archive"] and {"onnx", "onnxruntime"} <= extras["onnx"]
     assert {
-        "kdmed[app,pipeline,archive,onnx]",
+        "kdmed[app,pipeline,archive,onnx,pacs]",
         "pytest",
         "pytest-timeout",
         "import-linter",
