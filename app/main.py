@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/ on the pa
 
 import streamlit as st  # noqa: E402
 
-from app import state  # noqa: E402
+from app import pacs_source, state  # noqa: E402
 from app.views import record, sidebar, verdict, viewer  # noqa: E402
 
 
@@ -47,10 +47,17 @@ def main() -> None:
         sidebar.how_to_train(where.models_dir)
         st.stop()
     card, include_phi = sidebar.model_picker(cards)
-    uploads = sidebar.uploader(where.max_upload_mb)
-    if not uploads:
-        st.stop()
-    files, key = state.upload_files(uploads)
+    pacs = None
+    if st.radio("Source", ["upload", "PACS"], horizontal=True, key="source") == "PACS":
+        pacs = pacs_source.pick()
+        if pacs is None:
+            st.stop()
+        files, key = state.hold_files(pacs[1], lambda: pacs[0])
+    else:
+        uploads = sidebar.uploader(where.max_upload_mb)
+        if not uploads:
+            st.stop()
+        files, key = state.upload_files(uploads)
     model_path = str(card.path)
     loaded = read_and_score(files, key, model_path, where)
     if loaded is None:
@@ -66,6 +73,8 @@ def main() -> None:
     context = state.review_context(checkpoint, card.path, study, include_phi, threshold)
     made_for = (token, round(threshold, 12), include_phi, controls.preset)
     record.downloads(study, result, context, result.flagged_order(threshold), controls.window, made_for)
+    if pacs is not None:
+        pacs_source.send_back(pacs[2], pacs[3], model_path, study.metadata.series_uid)
 
 
 if __name__ == "__main__":

@@ -91,9 +91,15 @@ def upload_files(uploads) -> tuple[list[tuple[str, bytes]], str]:
     """The uploaded files and a key for them, copied out of the uploader once per upload (not on every
     rerun): the key is made of Streamlit's file ids, which change whenever a file is uploaded again."""
     key = hashlib.sha256("\0".join(f"{u.file_id}:{u.name}:{u.size}" for u in uploads).encode()).hexdigest()
+    return hold_files(key, lambda: [(u.name, u.getvalue()) for u in uploads])
+
+
+def hold_files(key: str, read) -> tuple[list[tuple[str, bytes]], str]:
+    """The files of the study under review (`read()` once per new `key`); a new study drops the old one's
+    series, scores and explanation."""
     held = st.session_state.get("upload")
     if held is None or held[0] != key:
-        held = (key, [(u.name, u.getvalue()) for u in uploads])
+        held = (key, read())
         st.session_state["upload"] = held
         for stale in ("study", "scored", "explanation"):
             st.session_state.pop(stale, None)

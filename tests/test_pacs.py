@@ -20,6 +20,7 @@ from fake_models import model_at_median
 from pydicom.uid import generate_uid
 
 from kdmed.cli import main
+from kdmed.errors import KdmedError
 from kdmed.io.synthetic import series_datasets, write_datasets
 from kdmed.pacs import client as pacs_client
 from kdmed.pacs.client import Pacs, PacsError
@@ -184,3 +185,121 @@ def test_make_pacs_starts_and_stops_orthanc_by_its_pid(orthanc, tmp_path):
         for _ in range(50):
             os.kill(pid, 0)
             time.sleep(0.1)
+
+
+def _orthanc_id(server, series_uid: str) -> str:
+    import requests
+
+    found = requests.post(f"{server.rest}/tools/lookup", data=series_uid, timeout=10).json()
+    return next(item["ID"] for item in found if item["Type"] == "Series")
+
+
+def test_series_deleted_mid_run_is_one_error_and_nothing_is_stored(stored, monkeypatch):
+    """Between listing the series and retrieving them, the series is deleted from Orthanc (REST)."""
+    import requests
+
+    server, _, model = stored
+    datasets = _study(None, slices=10)
+    Pacs(server.url).store(datasets)
+    study = datasets[0].StudyInstanceUID
+    real_retrieve = Pacs.retrieve
+
+    def delete_then_retrieve(self, study_uid, series_uid):
+        requests.delete(
+            f"{server.rest}/series/{_orthanc_id(server, series_uid)}", timeout=10
+        ).raise_for_status()
+        return real_retrieve(self, study_uid, series_uid)
+
+    monkeypatch.setattr(Pacs, "retrieve", delete_then_retrieve)
+    with pytest.raises(PacsError, match="not found|came back empty"):
+        score_study_on_pacs(server.url, study, model)
+    monkeypatch.undo()
+    with pytest.raises(PacsError, match="not found"):
+        Pacs(server.url).series(study)  # the study is gone, and nothing of kdmed's was stored into it
+
+
+def test_server_stopped_mid_run_is_one_error_and_nothing_is_stored(stored, tmp_path, monkeypatch):
+    """A second Orthanc, stopped by its PID after the first series is retrieved; restarted on the same
+    storage, its study holds the source series only."""
+    from kdmed.pacs.orthanc import start, stop
+
+    _, _, model = stored
+    server = start(tmp_path / "pacs")
+    first, second = _study(None, slices=10), _study(None, slices=10)
+    for ds in second:  # a second series of the same study
+        ds.StudyInstanceUID = first[0].StudyInstanceUID
+    Pacs(server.url).store(first + second)
+    real_retrieve = Pacs.retrieve
+
+    def retrieve_then_stop(self, study_uid, series_uid):
+        instances = real_retrieve(self, study_uid, series_uid)
+        stop(tmp_path / "pacs")
+        return instances
+
+    monkeypatch.setattr(Pacs, "retrieve", retrieve_then_stop)
+    try:
+        with pytest.raises(PacsError, match="cannot reach"):
+            score_study_on_pacs(server.url, first[0].StudyInstanceUID, model)
+    finally:
+        monkeypatch.undo()
+        stop(tmp_path / "pacs")
+    again = start(tmp_path / "pacs", port=server.port)
+    try:
+        modalities = sorted(e.modality for e in Pacs(again.url).series(first[0].StudyInstanceUID))
+        assert modalities == ["MR", "MR"]
+    finally:
+        stop(tmp_path / "pacs")
+
+
+def test_the_app_reviews_a_pacs_study_and_sends_the_results_back(stored, monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    server, datasets, model = stored
+    models = tmp_path / "models"
+    (models / "demo" / "stpm").mkdir(parents=True)
+    (models / "demo" / "stpm" / "model.safetensors").write_bytes(Path(model).read_bytes())
+    monkeypatch.setenv("KDMED_MODELS_DIR", str(models))
+    monkeypatch.setenv("KDMED_REPORTS_DIR", str(tmp_path / "no-reports"))
+    monkeypatch.setenv("KDMED_PACS_URL", server.url)
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), default_timeout=180)
+    app.run()
+    app.radio(key="source").set_value("PACS").run()
+    assert not app.exception, [e.value for e in app.exception]
+    study = datasets[0].StudyInstanceUID
+    box = app.selectbox(key="pacs_study")
+    index = next(i for i, label in enumerate(box.options) if study[-12:] in str(label))  # labels, no PHI
+    box.set_value(index).run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert "Synthetic^Patient" not in " ".join(str(s.value) for s in app.selectbox)
+    assert app.subheader, "the verdict of the PACS study is shown"
+    before = sorted(e.modality for e in Pacs(server.url).series(study))
+    app.button(key="pacs_send").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert any("Stored SEG series" in s.value for s in app.success), [e.value for e in app.error]
+    after = sorted(e.modality for e in Pacs(server.url).series(study))
+    assert after.count("SEG") == before.count("SEG") + 1
+
+
+def test_a_negative_study_still_gets_its_answer_and_a_2d_image_is_refused(stored, tmp_path):
+    from fake_models import write_checkpoint
+
+    server, _, _ = stored
+    datasets = _study(None, slices=10)
+    Pacs(server.url).store(datasets)
+    study = datasets[0].StudyInstanceUID
+    never = write_checkpoint(tmp_path / "never.safetensors", "volume", threshold=1e9)
+    report = score_study_on_pacs(server.url, study, never)
+    assert report["n_flagged"] == 0 and report["pacs"]["seg_frames_marked"] == []
+    series = {e.modality: e for e in Pacs(server.url).series(study)}
+    (kos,) = Pacs(server.url).retrieve(study, series["KO"].uid)
+    assert kos.ConceptNameCodeSequence[0].CodeValue == "113002"  # For Referring Provider
+    assert "no instance flagged" in json.dumps(kos.to_json_dict())
+    flat = _study(None, slices=3)  # no patient geometry: 2D images, not a volume
+    for ds in flat:
+        del ds.ImagePositionPatient, ds.ImageOrientationPatient
+    Pacs(server.url).store(flat)
+    with pytest.raises(KdmedError, match="scores 3D volumes, but this study is a 2D image"):
+        score_study_on_pacs(server.url, flat[0].StudyInstanceUID, never)
+    assert [e.modality for e in Pacs(server.url).series(flat[0].StudyInstanceUID)] == ["MR"]

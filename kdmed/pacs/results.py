@@ -5,8 +5,9 @@
   maximum, so every flagged slice has such pixels; MKD: its map's calibrated normal level, `map_floor`,
   since its score is not on the map's scale). One segment per model, referencing the source instances.
 - The KOS (PS3.3 A.35.4) selects the flagged instances, titled "Of Interest", and says in its
-  description which model (method, dataset, training date), which threshold, and each flagged slice's
-  score.
+  description kdmed's version, which model (method, dataset, training date), which threshold, and each
+  flagged slice's score; a study with nothing flagged gets one too ("For Referring Provider", the
+  highest-scoring instance, saying that nothing was flagged).
 Both get new UIDs and copy only the patient and study modules of the source (highdicom does), nothing else.
 """
 
@@ -121,26 +122,36 @@ def segmentation(sources: list, masks: dict[int, np.ndarray], report: dict[str, 
 
 
 def key_objects(sources: list, report: dict[str, Any]):
-    """A Key Object Selection of the flagged instances, its description naming model, threshold, scores;
-    None when nothing is flagged."""
+    """A Key Object Selection whose description names kdmed's version, the model, its threshold and the
+    scores: titled "Of Interest" over the flagged instances; when none is flagged, titled "For Referring
+    Provider" over the highest-scoring scored instance (or the first one when no slice could be scored),
+    saying so, so that every scored study carries kdmed's answer."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
     numbered = by_instance_number(sources)
-    flagged = [
-        e for e in report["slices"] if e.get("flagged") and int(e.get("instance_number", -1)) in numbered
-    ]
+    listed = [e for e in report["slices"] if int(e.get("instance_number", -1)) in numbered]
+    flagged = [e for e in listed if e.get("flagged")]
     model = report["model"]
     scores = ", ".join(f"#{e['instance_number']} {e['score']:.4g}" for e in flagged[:40])
-    text = (f"kdmed {model['method']} trained on {model['dataset']} at {model.get('trained_at')}; threshold "
-            f"{_number(report['threshold'])}; study score {_number(report.get('study_score'))}; flagged "
-            f"instances: {scores or 'none'}")[:1024]  # fmt: skip
-    if not flagged:
-        return None  # a selection must select something: a negative study gets the (empty) SEG only
-    evidence = [numbered[int(e["instance_number"])] for e in flagged]
+    text = (
+        f"kdmed {_version()} {model['method']} trained on {model['dataset']} at {model.get('trained_at')}; "
+    )
+    text += f"threshold {_number(report['threshold'])}; study score {_number(report.get('study_score'))}; "
+    if flagged:
+        title, chosen = codes.DCM.OfInterest, flagged
+        text += f"flagged instances: {scores}"
+    else:
+        scored = [e for e in listed if e.get("score") is not None]
+        top = max(scored, key=lambda e: e["score"]) if scored else None
+        title = codes.DCM.ForReferringProvider
+        chosen = [top] if top is not None else [{"instance_number": min(numbered)}]
+        text += (f"no instance flagged; highest score #{top['instance_number']} {top['score']:.4g}" if top
+                 else "no slice could be scored (all outside the model's slice policy or too little tissue)")  # fmt: skip
+    evidence = [numbered[int(e["instance_number"])] for e in chosen]
     selection = hd.ko.KeyObjectSelection(
-        document_title=codes.DCM.OfInterest, referenced_objects=evidence, description=text
+        document_title=title, referenced_objects=evidence, description=text[:1024]
     )
     return hd.ko.KeyObjectSelectionDocument(
         evidence=evidence,

@@ -80,14 +80,11 @@ def score_study_on_pacs(
         sources = by_series[scored_uid]
         masks = flagged_mask(report, maps, map_level(report, checkpoint))
         try:
-            results = [segmentation(sources, masks, report)]
-            selection = key_objects(sources, report)
+            results = [segmentation(sources, masks, report), key_objects(sources, report)]
         except (ValueError, AttributeError) as error:  # highdicom's checks of the source instances
             raise PacsError(
                 f"cannot write kdmed's results for series {scored_uid} as DICOM: {error}"
             ) from None
-        if selection is not None:
-            results.append(selection)
         for dataset in results:
             _reread(dataset)
         timings["build_s"] = time.perf_counter() - started
@@ -102,7 +99,7 @@ def score_study_on_pacs(
         "scored_series_uid": scored_uid,
         "stored": store,
         "seg_series_uid": str(results[0].SeriesInstanceUID),
-        "kos_series_uid": str(selection.SeriesInstanceUID) if selection is not None else None,
+        "kos_series_uid": str(results[1].SeriesInstanceUID),
         "seg_frames_marked": sorted(int(n) for n, m in masks.items() if m.any()),
         "seconds": {k: round(v, 2) for k, v in timings.items()},
     }
