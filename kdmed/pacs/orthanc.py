@@ -5,8 +5,9 @@
 
 The configuration is generated into DIR (storage there too): HTTP on PORT with DICOMweb under
 /dicom-web/, no DICOM (DIMSE) listener, no authentication, and `RemoteAccessAllowed: false`, so only
-clients on this machine get answers (Orthanc 1.10 has no bind-address setting; it refuses every other
-peer). The tests start their own with `start()` and stop it by PID (`tests/conftest.py`).
+clients on this machine get answers. It also asks for `HttpBindAddresses: ["127.0.0.1"]`, which Orthanc
+honours from 1.12.10 on; Debian 12's Orthanc 1.10 ignores it, listens on every interface and refuses every
+peer but this machine. The tests start their own with `start()` and stop it by PID (`tests/conftest.py`).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def _config(folder: Path, port: int, plugin: str) -> dict:
         "StorageDirectory": str(storage),
         "IndexDirectory": str(storage),
         "HttpPort": port,
+        "HttpBindAddresses": ["127.0.0.1"],  # Orthanc >= 1.12.10; older ones ignore it (see the docstring)
         "DicomServerEnabled": False,
         "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False,
