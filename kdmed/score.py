@@ -25,6 +25,7 @@ from kdmed.checkpoint import Checkpoint, load_checkpoint
 from kdmed.contract import LITTLE_TISSUE, OUTSIDE_RANGE, SCORED, CheckpointHeader
 from kdmed.data.transforms import from_view, resize_map, to_unit_range
 from kdmed.errors import KdmedError, StudyReadError
+from kdmed.findings import group_findings
 from kdmed.inference import StudyResult, score_study
 from kdmed.io import InputGrid, Item, Study, list_images, load_study
 from kdmed.runtimes import with_runtime
@@ -144,6 +145,7 @@ def _score_volume(checkpoint, study, result, out) -> dict[str, Any]:
         "n_outside_trained_range": result.count(OUTSIDE_RANGE),
         "n_too_little_tissue": result.count(LITTLE_TISSUE),
         "n_flagged": int(result.flagged.sum()),
+        "findings": _findings(slices, result),
         "slices": slices,
     }
     if meta.source_kind == "dicom":
@@ -169,6 +171,17 @@ def _score_volume(checkpoint, study, result, out) -> dict[str, Any]:
             overlays.append(str(path))
         report["outputs"] = {"maps": str(out / "maps.npz"), "overlays": overlays}
     return report
+
+
+def _findings(slices: list[dict[str, Any]], result: StudyResult) -> list[dict[str, Any]]:
+    """Flagged slices as runs on the input's slice index, ranked by peak (`kdmed.findings`)."""
+    order = sorted(range(len(slices)), key=lambda i: slices[i]["input_index"])
+    found = group_findings(
+        [slices[i]["input_index"] for i in order],
+        [float(result.scores[i]) for i in order],
+        [bool(result.flagged[i]) for i in order],
+    )
+    return [f.to_dict() for f in found]
 
 
 # --------------------------------------------------------------------------------------------- images
