@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from kdmed import atomic, distributed
+from kdmed import atomic
 from kdmed.augment import augment_batch
 from kdmed.calibration import calibrate
 from kdmed.checkpoint import save_checkpoint
@@ -28,7 +28,7 @@ from kdmed.config_schema import to_plain
 from kdmed.contract import TrainingRecord
 from kdmed.data.arrays import to_model_input
 from kdmed.data.slices import SliceSet, load_split
-from kdmed.distributed import SINGLE, Distributed, local_batch, wrap
+from kdmed.distributed import SINGLE, Distributed, local_batch, start, stop, wrap
 from kdmed.errors import TrainingDivergedError
 from kdmed.inference import batched, predict_images, selection_value
 from kdmed.models.base import Detector
@@ -254,11 +254,11 @@ def train_stage(params: Params, dataset: str, method: str) -> dict | None:
     Under torchrun (`kdmed.distributed`) every rank trains and rank 0 alone calibrates and writes; the
     other ranks return None."""
     configure_threads(params.common.num_threads)
-    ranks, device = distributed.start(params.common.device)
+    ranks, device = start(params.common.device)
     try:
         return _train_stage(params, dataset, method, ranks, device)
     finally:
-        distributed.stop(ranks)
+        stop(ranks)
 
 
 def _train_stage(params: Params, dataset: str, method: str, ranks: Distributed, device) -> dict | None:
