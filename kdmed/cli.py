@@ -178,9 +178,10 @@ def _add_pacs(add: Callable[..., argparse.ArgumentParser]) -> None:
 def _add_runtime(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--runtime",
-        choices=("torch", "onnx", "onnx-int8"),
+        choices=("torch", "onnx", "onnx-int8", "openvino", "openvino-bf16"),
         default="torch",
-        help="torch, onnx (ONNX Runtime) or onnx-int8 (after an onnx-int8 evaluate); see kdmed.runtimes",
+        help="torch, onnx (ONNX Runtime), onnx-int8 (after an onnx-int8 evaluate), openvino (fp32) or "
+        "openvino-bf16 (bfloat16, the fastest CPU path; README: A faster CPU path); see kdmed.runtimes",
     )
 
 

@@ -19,7 +19,7 @@ class CommonConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # mixed precision, used only on CUDA
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
-    runtime: Literal["torch", "onnx", "onnx-int8"] = (
+    runtime: Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-bf16"] = (
         "torch"  # where evaluate scores on the CPU (kdmed.runtimes)
     )
 

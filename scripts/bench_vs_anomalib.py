@@ -1,4 +1,4 @@
-"""Inference throughput at 256 px on this CPU: kdmed (torch and ONNX Runtime) against anomalib, same run.
+"""Inference throughput at 256 px on this CPU: kdmed (torch, ONNX Runtime, OpenVINO) against anomalib, same run.
 
     python scripts/bench_vs_anomalib.py                 # STPM ResNet-18 and RD4AD Wide-ResNet-50-2
     python scripts/bench_vs_anomalib.py --rounds 5 --batch 8 --threads 2
@@ -9,8 +9,10 @@ processes that time one round each in turn (kdmed torch, kdmed onnx, anomalib, t
 machine slows all of them alike; the median round per side is reported with the ratio. Weights are
 random on both sides (speed does not depend on them; neither side may download at run time). Both score
 what a user gets: anomaly maps at the input size and image scores, eval mode, fp32, no gradient.
-kdmed runs three ways: plain torch, torch with BatchNorm folded and channels_last
-(`kdmed.runtimes.torch_fold`), and ONNX Runtime (`kdmed.runtimes.onnx_detector`).
+kdmed runs five ways: plain torch, torch with BatchNorm folded and channels_last
+(`kdmed.runtimes.torch_fold`), ONNX Runtime (`kdmed.runtimes.onnx_detector`), and OpenVINO in fp32 and
+in bf16 (`kdmed.runtimes.openvino_detector`; bf16 is a reduced precision, checked for accuracy by
+`scripts/check_runtime.py openvino-bf16`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ if runtime == "onnx":
     path = sys.argv[6]
     export(model, path, size)
     model = OnnxDetector(model, path, threads)
+elif runtime.startswith("openvino"):
+    from kdmed.runtimes.openvino_detector import OpenVinoDetector
+    path = sys.argv[6]
+    export(model, path, size)
+    model = OpenVinoDetector(model, path, threads, "bf16" if runtime.endswith("bf16") else "f32")
 elif runtime == "torch-fold":
     from kdmed.runtimes.torch_fold import for_inference
     model = for_inference(model, 64)
@@ -149,6 +156,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--openvino",
+        nargs="*",
+        default=["openvino", "openvino-bf16"],
+        choices=["openvino", "openvino-bf16"],
+        help="OpenVINO runtimes to add (needs the openvino package; bf16 needs AVX512-BF16 or AMX)",
+    )
     parser.add_argument("--out", type=Path, default=BENCH / "vs_anomalib.json")
     args = parser.parse_args()
     python = anomalib_python()
@@ -163,6 +177,21 @@ def main() -> None:
                 "kdmed onnx",
                 [sys.executable, "-c", KDMED_WORKER, method, "onnx", *common, str(BENCH / f"{method}.onnx")],
             ),
+            *[
+                Worker(
+                    f"kdmed {runtime}",
+                    [
+                        sys.executable,
+                        "-c",
+                        KDMED_WORKER,
+                        method,
+                        runtime,
+                        *common,
+                        str(BENCH / f"{method}.onnx"),
+                    ],
+                )
+                for runtime in args.openvino
+            ],
             Worker(f"anomalib {ANOMALIB_VERSION}", [str(python), "-c", ANOMALIB_WORKER, method, *common]),
         ]  # one at a time: each waits idle while another runs its round
         for _ in range(args.rounds):

@@ -34,8 +34,9 @@ def test_the_extras_split_scoring_from_the_pipeline_and_the_app():
     assert not core & {"dvc", "streamlit", "vl-convert-python", "pandas"}
     assert {"dvc", "vl-convert-python"} <= extras["pipeline"] and "streamlit" in extras["app"]
     assert {"distributed"} <= extras["archive"] and {"onnx", "onnxruntime"} <= extras["onnx"]
+    assert "openvino" in extras["openvino"]
     assert {
-        "kdmed[app,pipeline,archive,onnx,pacs]",
+        "kdmed[app,pipeline,archive,onnx,openvino,pacs]",
         "pytest",
         "pytest-timeout",
         "import-linter",

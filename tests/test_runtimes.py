@@ -81,4 +81,46 @@ def test_kdmed_score_with_onnx_matches_torch_and_exports_once(tmp_path):
 def test_unknown_runtime_is_a_clear_error(tmp_path):
     model = write_checkpoint(tmp_path / "model.safetensors", "image")
     with pytest.raises(ConfigError, match="torch or onnx"):
-        with_runtime(load_checkpoint(model), "openvino", model)
+        with_runtime(load_checkpoint(model), "tensorrt", model)
+
+
+def test_openvino_fp32_equals_torch_and_bf16_stays_close(tmp_path):
+    """OpenVINO fp32 gives the torch answers; bf16 (where the CPU has it) keeps the maps' ranking. The
+    demo models' bf16 accuracy is measured by `scripts/check_runtime.py openvino-bf16` (README)."""
+    pytest.importorskip(
+        "openvino", reason="the openvino extra is not installed (pip install 'kdmed[openvino]')"
+    )
+    from scipy.stats import spearmanr
+
+    from kdmed.runtimes.openvino_detector import OpenVinoDetector, cpu_supports_bf16
+
+    torch.manual_seed(0)
+    model = STPM(StpmConfig(backbone="resnet18", weights="random"), teacher_weights="random").eval()
+    export(model, tmp_path / "m.onnx", 64)
+    images = (torch.rand(5, 3, 64, 64) * 255).to(torch.uint8)
+    expected = predict_images(model, images, 4)
+    f32 = predict_images(OpenVinoDetector(model, tmp_path / "m.onnx", 1, "f32"), images, 4)
+    np.testing.assert_allclose(f32.scores, expected.scores, rtol=1e-3)
+    np.testing.assert_allclose(
+        f32.maps, expected.maps, rtol=1e-3, atol=1e-3 * float(np.abs(expected.maps).max())
+    )
+    if not cpu_supports_bf16():
+        with pytest.raises(ConfigError, match="AVX512-BF16 or AMX"):
+            OpenVinoDetector(model, tmp_path / "m.onnx", 1, "bf16")
+        return
+    bf16 = predict_images(OpenVinoDetector(model, tmp_path / "m.onnx", 1, "bf16"), images, 4)
+    for a, b in zip(expected.maps, bf16.maps, strict=True):
+        assert spearmanr(a.ravel(), b.ravel()).statistic > 0.9
+    np.testing.assert_allclose(bf16.scores, expected.scores, rtol=0.1)
+
+
+def test_kdmed_score_runs_on_openvino(tmp_path):
+    pytest.importorskip(
+        "openvino", reason="the openvino extra is not installed (pip install 'kdmed[openvino]')"
+    )
+    model = write_checkpoint(tmp_path / "model.safetensors", "volume")
+    study = tmp_path / "study.nii"
+    study.write_bytes(nifti_bytes())
+    torch_report = score_source(study, model)
+    report = score_source(study, model, runtime="openvino")
+    assert report["study_score"] == pytest.approx(torch_report["study_score"], rel=1e-3)

@@ -1,4 +1,5 @@
-"""Where a checkpoint's scoring forward runs: `torch` (eager PyTorch) or `onnx` (ONNX Runtime).
+"""Where a checkpoint's scoring forward runs: `torch` (eager PyTorch), `onnx` (ONNX Runtime), `openvino`
+(OpenVINO fp32) or `openvino-bf16` (OpenVINO bfloat16, on CPUs with AVX512-BF16 or AMX).
 
     checkpoint = with_runtime(load_checkpoint(path), "onnx", path)   # same maps and scores, faster on CPU
 
@@ -15,15 +16,17 @@ from kdmed.errors import ConfigError
 
 __all__ = ["RUNTIMES", "with_runtime"]
 
-RUNTIMES = ("torch", "onnx", "onnx-int8")
+RUNTIMES = ("torch", "onnx", "onnx-int8", "openvino", "openvino-bf16")
 
 
 def with_runtime(checkpoint, runtime: str, path: str | Path, threads: int = 0, calibration=None):
     """`checkpoint` scoring in `runtime`: torch (on the CPU, a copy with BatchNorm folded into the
     convolutions and channels_last, `kdmed.runtimes.torch_fold`), onnx (its export in ONNX Runtime, cached
-    by the file's content), or onnx-int8 (that export quantised, `kdmed.runtimes.onnx_int8`, calibrated on
-    `calibration`: normal images (N, 3, S, S) in [0, 1], needed the first time only). Every attribute
-    other than the scoring forward is the checkpoint's own."""
+    by the file's content), onnx-int8 (that export quantised, `kdmed.runtimes.onnx_int8`, calibrated on
+    `calibration`: normal images (N, 3, S, S) in [0, 1], needed the first time only), or openvino /
+    openvino-bf16 (the same export compiled by OpenVINO in fp32 / bf16,
+    `kdmed.runtimes.openvino_detector`). Every attribute other than the scoring forward is the
+    checkpoint's own."""
     if runtime not in RUNTIMES:
         raise ConfigError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}; use torch or onnx")
     detector = checkpoint.detector
@@ -34,19 +37,30 @@ def with_runtime(checkpoint, runtime: str, path: str | Path, threads: int = 0, c
         from kdmed.runtimes.torch_fold import for_inference
 
         return dataclasses.replace(checkpoint, detector=for_inference(detector, size))
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            f"runtime {runtime!r} needs onnxruntime and onnx: pip install 'kdmed[onnx]' (or use runtime torch)"
-        ) from None
+    _require(runtime)
     from kdmed.runtimes.onnx_detector import OnnxDetector
     from kdmed.runtimes.onnx_export import cached_export
 
     graph = cached_export(path, detector, size, 3)
+    if runtime.startswith("openvino"):
+        from kdmed.runtimes.openvino_detector import OpenVinoDetector
+
+        precision = "bf16" if runtime.endswith("bf16") else "f32"
+        return dataclasses.replace(checkpoint, detector=OpenVinoDetector(detector, graph, threads, precision))
     if runtime == "onnx-int8":
         graph = _int8(graph, calibration, path)
     return dataclasses.replace(checkpoint, detector=OnnxDetector(detector, graph, threads))
+
+
+def _require(runtime: str) -> None:
+    modules = ["onnx", "onnxruntime"] + (["openvino"] if runtime.startswith("openvino") else [])
+    for module in modules:
+        try:
+            __import__(module)
+        except ImportError:
+            raise ConfigError(
+                f"runtime {runtime!r} needs {module}: pip install 'kdmed[onnx]' (or use runtime torch)"
+            ) from None
 
 
 def _int8(graph: Path, calibration, path) -> Path:

@@ -39,8 +39,7 @@ class OnnxDetector(torch.nn.Module):
         self.torch_detector = torch_detector
         self.graph_path = str(graph)
         self.has_maps = graph_has_maps(torch_detector)
-        self._session = session(graph, threads)
-        self._input = self._session.get_inputs()[0].name
+        self._session = self._open(graph, threads)
 
     def __getattr__(self, name: str):
         try:
@@ -48,11 +47,17 @@ class OnnxDetector(torch.nn.Module):
         except AttributeError:
             return getattr(self._modules["torch_detector"], name)
 
+    def _open(self, graph: str | Path, threads: int):
+        return session(graph, threads)
+
+    def _outputs(self, array: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        return self._session.run(names, {self._session.get_inputs()[0].name: array})
+
     def _run(self, x01: torch.Tensor) -> dict[str, torch.Tensor]:
         array = np.ascontiguousarray(x01.detach().float().cpu().numpy())
         names = [MAPS, SCORES] if self.has_maps else [SCORES]
-        outputs = self._session.run(names, {self._input: array})
-        return {name: torch.from_numpy(value) for name, value in zip(names, outputs, strict=True)}
+        outputs = self._outputs(array, names)
+        return {name: torch.from_numpy(np.asarray(value)) for name, value in zip(names, outputs, strict=True)}
 
     def predict(self, x01: torch.Tensor) -> Prediction:
         out = self._run(x01)

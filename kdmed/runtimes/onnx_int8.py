@@ -6,7 +6,7 @@ in float, so the maps keep their resolution. On CPUs with VNNI this runs the bac
 8-bit integer products.
 
 It is used only when it keeps the answers: `agreement` measures map rank agreement (Spearman, per image)
-and the image AUROC against the float graph, and `scripts/check_int8.py` requires Spearman >= 0.99 and an
+and the image AUROC against the float graph, and `scripts/check_runtime.py onnx-int8` requires Spearman >= 0.99 and an
 AUROC change under 0.5 points on the demo test splits before the README recommends it.
 """
 
