@@ -5,8 +5,10 @@
 
 Drives an app script (default app/main.py; `--app` times another checkout's, for before/after figures) in
 this process with Streamlit's AppTest (the server's script path without the browser): loads the page
-(model catalogue), uploads the study (one file, or every file of a folder, as a reader would drop a DICOM
-series) and reruns until the verdict is rendered. Then times a plain rerun (a widget changed: the opacity
+(model catalogue), chooses the `--dataset` / `--method` model (in the picker of an app that offers models
+before the upload; as the reader's choice in the session for one that offers them after reading it),
+uploads the study (one file, or every file of a folder, as a reader would drop a DICOM series) and reruns
+until the verdict is rendered. Then times a plain rerun (a widget changed: the opacity
 slider) and a switch to a second model of the same dataset when one exists (`--switch-method`). Prints one
 JSON line: the three times, the verdict, the process's resident memory at rest (page loaded, model listed),
 after scoring, and its peak. Without `--study`, a synthetic 240 x 240 x 155 volume (BraTS size) is used.
@@ -66,6 +68,8 @@ def timed_run(app) -> float:
 def main(argv: list[str] | None = None) -> None:
     from streamlit.testing.v1 import AppTest
 
+    from kdmed.review import model_catalogue
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -82,14 +86,19 @@ def main(argv: list[str] | None = None) -> None:
         files = upload_list(study)
         app = AppTest.from_file(args.app, default_timeout=600)
         app.run()
-        options = app.selectbox(key="model").options
+        catalogue = model_catalogue(os.environ["KDMED_MODELS_DIR"])  # the app's order: catalogue positions
 
         def pick(method: str) -> int | None:
-            prefix = f"{args.dataset} / {method} "
-            return next((i for i, o in enumerate(options) if o.startswith(prefix)), None)
+            names = [(entry.header.card.dataset, entry.header.card.method) for entry in catalogue]
+            return names.index((args.dataset, method)) if (args.dataset, method) in names else None
 
         index = pick(args.method)
-        app.selectbox(key="model").set_value(index).run()
+        if index is None:
+            raise SystemExit(f"no {args.dataset} / {args.method} model under {args.models}")
+        if any(box.key == "model" for box in app.selectbox):  # an app that offers models before the upload
+            app.selectbox(key="model").set_value(index).run()
+        else:
+            app.session_state["model"] = index  # the reader's choice, kept when it fits the upload
         at_rest = current_rss_mib()
         app.file_uploader(key="uploads_files or a zip").set_value(files)
         upload_s = timed_run(app)
@@ -108,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
                     "study": study.name,
                     "files": len(files),
                     "app": args.app,
-                    "model": options[index],
+                    "model": catalogue[index].label,
                     "upload_to_verdict_s": round(upload_s, 2),
                     "rerun_s": round(rerun_s, 3),
                     "model_switch_s": switch_s,

@@ -17,12 +17,14 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+import kdmed.inference as inference  # looked up at call time, so a patched `score_study` is the one called
 import kdmed.io as studies  # looked up at call time, so a patched `load_study` is the one called
 from kdmed.checkpoint import catalogue_signature, load_checkpoint
-from kdmed.display import apply_window, display_map, display_slice, overlay, window_presets
+from kdmed.display import slice_overlay, window_presets
 from kdmed.errors import KdmedError
-from kdmed.inference import score_study
-from kdmed.report import ReviewContext, pdf_report, scores_csv
+from kdmed.findings import study_findings
+from kdmed.model_choice import ModelChoice, Upload, choose_models
+from kdmed.report import MAX_PDF_SLICES, ReviewContext, pdf_report, scores_csv
 from kdmed.review import explain_slice, model_catalogue, operating_threshold
 from kdmed.runtimes import with_runtime
 
@@ -77,6 +79,11 @@ def catalogue(where: Settings) -> list:
     return _cached_catalogue(
         str(where.models_dir), str(where.reports_dir), catalogue_signature(where.models_dir)
     )
+
+
+def model_choice(cards: list, study) -> ModelChoice:
+    """The catalogue entries that fit the study under review, best first, and the one to preselect."""
+    return choose_models([card.header for card in cards], Upload.of(study))
 
 
 def threshold_at(checkpoint, level: float) -> float:
@@ -141,7 +148,7 @@ def scored(study, token: tuple, model_path: str) -> dict:
     if held is None or held[0] != token:
         checkpoint = cached_checkpoint(model_path)
         bar = st.progress(0.0, text="Scoring slices...")
-        result = score_study(
+        result = inference.score_study(
             checkpoint, study, progress=lambda done, total: bar.progress(done / total, text=f"{done}/{total}")
         )
         bar.empty()
@@ -214,14 +221,14 @@ def record_csv(result, context: ReviewContext) -> bytes:
     return csv_bytes
 
 
-def prepare_pdf(study, result, context: ReviewContext, window, order: list[int], made_for: tuple) -> None:
-    """The PDF summary of the top slices (most suspicious first, or the highest score when none flags),
-    held with what it was `made_for` (see `pdf_for`)."""
-    top = order[:6] or [int(np.nanargmax(np.nan_to_num(result.scores, nan=-np.inf)))]
-    overlays = {}
-    for i in top:
-        pixels = display_slice(study, result, i)
-        overlays[i] = overlay(apply_window(pixels, window), display_map(result, i, pixels.shape[:2]), 0.5)
+def prepare_pdf(study, result, context: ReviewContext, window, made_for: tuple) -> None:
+    """The PDF record, picturing the peak slices of the findings at the reader's operating threshold
+    (ranked; the highest-scoring slice when nothing flags), held with what it was `made_for` (see
+    `pdf_for`). A 2D image is its own one picture."""
+    findings = study_findings(result, context.operating_threshold)
+    top = [f.peak for f in findings[:MAX_PDF_SLICES]]
+    top = top or [int(np.nanargmax(np.nan_to_num(result.scores, nan=-np.inf)))]
+    overlays = {i: slice_overlay(study, result, i, window) for i in top}
     st.session_state["report_pdf"] = pdf_report(result, context, overlays)
     st.session_state["report_pdf_for"] = made_for
 

@@ -88,6 +88,13 @@ def cmd_plots_template(args: argparse.Namespace) -> None:
     print(f"wrote {install_template(args.repo)}; `dvc plots show` now renders without internet")
 
 
+def cmd_profile_inputs(args: argparse.Namespace) -> None:
+    from kdmed.backfill_profile import backfill_profile
+
+    params = _params(args)
+    print(json.dumps(backfill_profile(params, args.dataset, args.method, replace=args.replace)))
+
+
 def cmd_score(args: argparse.Namespace) -> None:
     from kdmed.score import score_source
 
@@ -101,6 +108,9 @@ def cmd_score(args: argparse.Namespace) -> None:
         runtime=args.runtime,
     )
     print(json.dumps(report, indent=2, allow_nan=False))
+    guard = report.get("out_of_distribution", {})
+    if guard.get("warn"):
+        print(f"kdmed score: warning: {guard['message']}", file=sys.stderr)
 
 
 def cmd_score_archive(args: argparse.Namespace) -> None:
@@ -245,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
         command = add(name, handler, text)
         command.add_argument("--dataset", required=True)
         command.add_argument("--method", required=True)
+    inputs = add(
+        "profile-inputs",
+        cmd_profile_inputs,
+        "store the training-input profile (out-of-distribution guard) in a model trained before it existed",
+    )
+    inputs.add_argument("--dataset", required=True)
+    inputs.add_argument("--method", required=True)
+    inputs.add_argument("--replace", action="store_true", help="recompute a profile already stored")
     add(
         "transfer", cmd_transfer, "score another dataset's test split with a model (transfers.<name>)"
     ).add_argument("--name", required=True, help="a key under 'transfers' in the params file")

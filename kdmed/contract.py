@@ -11,7 +11,8 @@ What it fixes, so that `metrics.json` describes what a reader sees:
   minimum foreground); serving scores only those and shows the others as outside the trained range;
 - `Calibration`: the threshold (flag iff score > threshold, `kdmed.rules`), the normals' score
   statistics and the normal map level (`map_floor`) that floors every heat-map scale;
-- `StudyAggregation`: how slice scores become one study score (`kdmed.rules.aggregate_study`).
+- `StudyAggregation`: how slice scores become one study score (`kdmed.rules.aggregate_study`);
+- `InputProfile`: what the training inputs looked like, for the out-of-distribution guard (`kdmed.ood`).
 """
 
 from __future__ import annotations
@@ -138,6 +139,25 @@ def _pct(value: float | None) -> str:
 
 
 @dataclass(frozen=True)
+class InputProfile:
+    """What the training inputs looked like, for the out-of-distribution guard (`kdmed.ood`): the mean
+    and spread of the teacher's pooled features over training normals, the distance above which a study
+    is out of distribution (calibrated on validation normals), and the validation range of simple image
+    statistics (mean intensity, intensity spread, foreground fraction, colour)."""
+
+    feature_mean: tuple[float, ...]
+    feature_std: tuple[float, ...]
+    threshold: float
+    distance_quantiles: dict[str, float] = field(default_factory=dict)
+    statistic_low: dict[str, float] = field(default_factory=dict)
+    statistic_high: dict[str, float] = field(default_factory=dict)
+    statistic_median: dict[str, float] = field(default_factory=dict)
+    train_images: int = 0
+    validation_images: int = 0
+    slices_per_study: int = 16
+
+
+@dataclass(frozen=True)
 class StudyAggregation:
     """Slice scores -> one study score: the maximum, or the mean of the `top_k` highest."""
 
@@ -154,6 +174,7 @@ class ServingContract:
     calibration: Calibration
     aggregation: StudyAggregation
     slice_policy: SlicePolicy | None = None  # volumes only
+    input_profile: InputProfile | None = None  # None: trained before the out-of-distribution guard
 
     @property
     def threshold(self) -> float:

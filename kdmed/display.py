@@ -1,6 +1,7 @@
-"""What the review app draws: slices in the study's own units, window/level presets, heat-map overlays
-and the outline of the flagged region. Pure NumPy/SciPy; the app only renders the arrays returned here.
-Heat maps are scaled by the one rule (`kdmed.rules.heat_scale`, through `StudyResult.heat_scale`).
+"""What the review app draws: slices in the study's own units, window/level presets, heat-map overlays,
+the outline of the flagged region, and where the patient is on a slice (edge letters, position in mm,
+`kdmed.orientation`). Pure NumPy/SciPy; the app only renders the arrays returned here. Heat maps are scaled
+by the one rule (`kdmed.rules.heat_scale`, through `StudyResult.heat_scale`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 from scipy import ndimage
 
 from kdmed.data.transforms import crop_padded, foreground_mask, resize_map, take_slice
+from kdmed.orientation import EdgeLetters, edge_letters, slice_position
 
 CT_PRESETS = {"brain (CT, W80 L40)": (40.0, 80.0), "CT soft tissue (W400 L40)": (40.0, 400.0)}
 
@@ -31,13 +33,47 @@ class Window:
 
 def display_slice(study, result, i: int) -> np.ndarray:
     """The study's own pixels at position `i` of `result`, aligned with `result.maps[i]`: a volume slice
-    cut with the crop box the model's views were cut with (radiological view), a 2D image whole. Values
-    keep the study's units (HU for CT). Cut on demand: only the slices shown are ever cut."""
+    cut with the crop box the model's views were cut with (the view `kdmed.data.arrays.to_view` makes; which
+    patient side each edge shows: `view_orientation`), a 2D image whole. Values keep the study's units (HU
+    for CT). Cut on demand: only the slices shown are ever cut."""
     if result.geometry is None:
         return np.asarray(study.array, dtype=np.float32)
     volume = np.asarray(study.array, dtype=np.float32)[None]
     geometry = result.geometry
     return crop_padded(take_slice(volume, geometry.axis, int(result.slice_indices[i])), geometry.crop_box)[0]
+
+
+def view_steps(axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """The voxel-index steps of one pixel to the right and one pixel down in the view `display_slice` shows
+    of slices along `axis`, read off the view transform itself (`take_slice` on a probe of voxel indices),
+    so that they cannot drift from what is drawn. The crop box shifts the view, never turns it."""
+    probe = np.indices((2, 2, 2)).astype(np.float32)  # channel c holds each voxel's index along axis c
+    view = take_slice(probe, axis, 0)
+    return view[:, 0, 1] - view[:, 0, 0], view[:, 1, 0] - view[:, 0, 0]
+
+
+def view_orientation(study, result) -> EdgeLetters | None:
+    """The patient directions at the edges of the slices `display_slice` shows; None for a 2D image, which
+    has no patient geometry."""
+    if result.geometry is None or not study.is_volume:
+        return None
+    right, down = view_steps(result.geometry.axis)
+    return edge_letters(study.affine, right, down)
+
+
+def slice_mm(study, result, i: int) -> str | None:
+    """Where slice `i` of a volume lies along the slice axis, e.g. "z = 12.5 mm"; None for a 2D image."""
+    if result.geometry is None or not study.is_volume:
+        return None
+    axis = result.geometry.axis
+    name, mm = slice_position(study.affine, axis, int(result.slice_indices[i]), study.array.shape)
+    return f"{name} = {mm:.1f} mm"
+
+
+def slice_overlay(study, result, i: int, window: Window, opacity: float = 0.5) -> np.ndarray:
+    """RGB uint8: slice `i` in `window` with its study-scaled heat map (the finding thumbnails, the PDF)."""
+    pixels = display_slice(study, result, i)
+    return overlay(apply_window(pixels, window), display_map(result, i, pixels.shape[:2]), opacity)
 
 
 def display_map(result, i: int, shape: tuple[int, int]) -> np.ndarray:

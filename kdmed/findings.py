@@ -4,7 +4,8 @@ A reader takes in "slices 38-52, peak at 45" where a list of 15 flagged slice nu
 is a maximal set of consecutive flagged slices (slices that were not scored, e.g. outside the model's
 trained range, break a run, as unflagged ones do); its peak is its highest-scoring slice. Runs are ranked
 by peak score, highest first (ties: the earlier run first). One rule for the `kdmed score` JSON
-(`findings`), and for the app and the PDF as they adopt it.
+(`findings`, numbered by the input's slice index), the review app's findings strip and the PDF record
+(`study_findings`, numbered as the app shows slices).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-__all__ = ["Finding", "group_findings"]
+__all__ = ["Finding", "group_findings", "study_findings"]
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,13 @@ def group_findings(slices: Sequence[int], scores: Sequence[float], flagged: Sequ
         peak = max(run, key=lambda k: scores[k])
         findings.append(Finding(slices[run[0]], slices[run[-1]], slices[peak], float(scores[peak]), len(run)))
     return sorted(findings, key=lambda f: (-f.peak_score, f.first))
+
+
+def study_findings(result, threshold: float) -> list[Finding]:
+    """The findings of a scored volume (`kdmed.inference.StudyResult`) at `threshold`, numbered by the
+    result's slice positions: the app's slice slider and the slice names (`result.names`). A 2D image has
+    no slices to group: none."""
+    if result.geometry is None:
+        return []
+    positions = list(range(len(result.scores)))
+    return group_findings(positions, list(result.scores), list(result.flags_at(threshold)))

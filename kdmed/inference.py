@@ -15,7 +15,9 @@ import torch
 from kdmed import rules
 from kdmed.contract import SCORED, ServingContract
 from kdmed.data.arrays import to_model_input
+from kdmed.input_profile import study_check
 from kdmed.models.base import Detector
+from kdmed.ood import OodCheck
 from kdmed.runtime import amp_dtype, autocast
 
 Output = TypeVar("Output")
@@ -131,6 +133,7 @@ class StudyResult:
     slice_indices: list[int]
     geometry: ViewGeometry | None = None  # volumes only
     foreground: np.ndarray | None = None  # volumes: the (X, Y, Z) foreground mask preprocessing used
+    out_of_distribution: OodCheck | None = None  # kdmed.ood: how far the study lies from the training inputs
 
     @property
     def threshold(self) -> float:
@@ -226,6 +229,7 @@ def score_study(checkpoint, study, batch_size: int = 16, progress=None) -> Study
             scores[i], input_of[i] = result.scores[j], j
             maps[i] = resize_map(result.maps[j], tuple(items[i]["view"].shape[-2:]))
     volume = serving.kind == "volume"
+    guard = study_check(checkpoint.detector, serving.input_profile, inputs)
     return StudyResult(
         names=[f"slice {item['slice']}" if volume else "image" for item in items],
         scores=scores,
@@ -242,4 +246,5 @@ def score_study(checkpoint, study, batch_size: int = 16, progress=None) -> Study
         slice_indices=[int(item["slice"]) for item in items],
         geometry=geometry,
         foreground=foreground,
+        out_of_distribution=guard,
     )

@@ -2,7 +2,9 @@
 
 Neither contains patient-identifying DICOM fields (name, id, birth date, institution, dates) unless the
 reader opts in with `include_phi=True`; the model, its threshold and the operating threshold the reader
-chose are always stated, so that a record says how its verdict was reached.
+chose are always stated, so that a record says how its verdict was reached. The PDF also states the
+out-of-distribution check (`input_check`, the sentence the app shows) and the findings (`kdmed.findings`):
+runs of flagged slices, ranked, with the peak slices of the first six pictured.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import numpy as np
 
 from kdmed import atomic
 from kdmed.contract import SCORED, CheckpointHeader
+from kdmed.findings import Finding, study_findings
 from kdmed.inference import StudyResult
 
 MAX_PDF_SLICES = 6
+MAX_LISTED_FINDINGS = 12  # the rest are counted (every slice is in the CSV)
+NO_PROFILE = "The input check could not run: this model carries no training-input profile."
 RECORD_STYLE = {"pdf.fonttype": 42, "font.size": 9}  # TrueType text (searchable), 9 pt
 
 
@@ -89,6 +94,37 @@ def _record_lines(result: StudyResult, context: ReviewContext, flagged: np.ndarr
     return lines
 
 
+def input_check(check) -> tuple[str, str]:
+    """How the out-of-distribution check (`kdmed.ood.OodCheck`; None when the scorer made none) is told,
+    in the app and the PDF alike: ("warn", its message), ("ok", the distance and its threshold) or
+    ("not run", why not)."""
+    if check is None or not check.available:
+        return "not run", (check.message if check is not None and check.message else NO_PROFILE)
+    if check.warn:
+        return "warn", check.message
+    return "ok", (
+        f"Input check: this study resembles the model's training data (distance {check.distance:.3g}, "
+        f"threshold {check.threshold:.3g})."
+    )
+
+
+def findings_lines(findings: list[Finding], is_volume: bool) -> list[str]:
+    """The record's findings section, one paragraph: each finding's `describe()`, ranked (none for a 2D
+    image; past `MAX_LISTED_FINDINGS` only counted)."""
+    if not is_volume:
+        return []
+    if not findings:
+        return ["Findings: none (no slice is above the operating threshold)."]
+    listed = "; ".join(f"({k}) {f.describe()}" for k, f in enumerate(findings[:MAX_LISTED_FINDINGS], start=1))
+    more = len(findings) - MAX_LISTED_FINDINGS
+    runs = f"{len(findings)} run{'s' if len(findings) > 1 else ''} of flagged slices"
+    return [
+        f"Findings: {runs}, ranked by peak score (the peak slices of the first "
+        f"{min(len(findings), MAX_PDF_SLICES)} are pictured): {listed}"
+        + (f"; and {more} more (every slice: the CSV record)." if more > 0 else ".")
+    ]
+
+
 def _unscored(result: StudyResult) -> str:
     """ ", 12 outside the trained range, 3 with too little tissue (not scored)" or ""."""
     from kdmed.contract import LITTLE_TISSUE, OUTSIDE_RANGE
@@ -107,8 +143,8 @@ CHART_TOP = 0.74  # where the chart sits when the text leaves room
 CHART_HEIGHT = 0.14
 GAP = 0.03  # between the text and the chart (room for the top tick label)
 BELOW_CHART = 0.08  # the chart's axis label and the first row of slice titles
-SLICE_SIZE = 0.22
-SLICE_STEP = 0.26
+SLICE_SIZE = 0.19  # a square slice fills the 0.27 page-width axes at this height (A4: 2.2 in)
+SLICE_STEP = 0.23
 PAGE_TOP = 0.93  # where a continuation page's content starts, under its heading
 PAGE_BOTTOM = 0.04
 
@@ -133,10 +169,11 @@ class _Pages:
     def figure(self):
         return self.figures[-1]
 
-    def line(self, text: str) -> None:
-        """One line of the text block (wrapped at the page's edge), below the previous one."""
+    def line(self, text: str, **style) -> None:
+        """One line of the text block (wrapped at the page's edge), below the previous one; `style`:
+        matplotlib text properties (colour, weight)."""
         for attempt in range(2):
-            label = self.figure.text(0.06, self.cursor, text, wrap=True, va="top")
+            label = self.figure.text(0.06, self.cursor, text, wrap=True, va="top", **style)
             box = label.get_window_extent(self.figure.canvas.get_renderer())
             bottom = self.figure.transFigure.inverted().transform((0, box.y0))[1]
             if bottom >= PAGE_BOTTOM or attempt:
@@ -172,8 +209,17 @@ def record_figures(result: StudyResult, context: ReviewContext, overlays: dict[i
         0.06, 0.945, f"Created {created}. Decision support only: a clinician reviews every flag."
     )
     pages.figure.text(0.06, 0.915, lines[0], fontsize=13, weight="bold")
+    told, sentence = input_check(result.out_of_distribution)
+    if told == "warn":  # right under the verdict, before anything reads it
+        pages.line(f"WARNING: {sentence}", color="firebrick", weight="bold")
     for line in lines[1:]:
         pages.line(line)
+    if told != "warn":
+        pages.line(sentence)
+    findings = study_findings(result, context.operating_threshold)
+    for line in findings_lines(findings, result.geometry is not None):
+        pages.line(line)
+    ranked = {f.peak: k for k, f in enumerate(findings, start=1)}
     slices_top, above = 0.3 + SLICE_SIZE, GAP  # the first row of slices, without a chart above it
     if len(result.scores) > 1:
         top = pages.place(CHART_HEIGHT + BELOW_CHART, CHART_TOP, GAP)
@@ -194,15 +240,20 @@ def record_figures(result: StudyResult, context: ReviewContext, overlays: dict[i
             axis.set_xticks([])
             axis.set_yticks([])
             flag = "flagged" if flagged[position] else "not flagged"
-            axis.set_title(f"{result.names[position]}: {result.scores[position]:.4g} ({flag})", fontsize=8)
+            title = f"{result.names[position]}: {result.scores[position]:.4g} ({flag})"
+            if position in ranked:
+                title = f"finding {ranked[position]}, peak {title}"
+            axis.set_title(title, fontsize=8)
     return pages.figures
 
 
 def pdf_report(result: StudyResult, context: ReviewContext, overlays: dict[int, np.ndarray]) -> bytes:
-    """An A4 PDF, one page unless the study's fields push the chart or slices onto a second: verdict, study score, model and thresholds, the study's description (identifying
-    fields only if they are in `context.study`), the score along the slices and the top slices with their
-    overlays (`overlays`: slice position -> RGB uint8 image, most suspicious first). Text is embedded as
-    TrueType, so the record is searchable."""
+    """An A4 PDF, one page unless the study's fields or findings push the chart or slices onto a second:
+    verdict, the input check, study score, model and thresholds, the study's description (identifying
+    fields only if they are in `context.study`), the findings, the score along the slices and the slices
+    with their overlays (`overlays`: slice position -> RGB uint8 image, in the order to show them: the
+    findings' peak slices, ranked; see `app.state.prepare_pdf`). Text is embedded as TrueType, so the
+    record is searchable."""
     import matplotlib.pyplot as plt
     from matplotlib.backends.backend_pdf import PdfPages
 

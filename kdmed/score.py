@@ -146,6 +146,7 @@ def _score_volume(checkpoint, study, result, out) -> dict[str, Any]:
         "n_too_little_tissue": result.count(LITTLE_TISSUE),
         "n_flagged": int(result.flagged.sum()),
         "findings": _findings(slices, result),
+        "out_of_distribution": _guard(result),
         "slices": slices,
     }
     if meta.source_kind == "dicom":
@@ -171,6 +172,12 @@ def _score_volume(checkpoint, study, result, out) -> dict[str, Any]:
             overlays.append(str(path))
         report["outputs"] = {"maps": str(out / "maps.npz"), "overlays": overlays}
     return report
+
+
+def _guard(result: StudyResult) -> dict[str, Any]:
+    """The out-of-distribution guard's answer (`kdmed.ood`): never a silent verdict."""
+    check = result.out_of_distribution
+    return check.to_dict() if check is not None else {"available": False, "warn": False}
 
 
 def _findings(slices: list[dict[str, Any]], result: StudyResult) -> list[dict[str, Any]]:
@@ -202,6 +209,7 @@ def _score_image(study: Study, result: StudyResult, name: str, out: Path | None)
         "study_normalized": entry["normalized"],
         "study_flagged": result.study_flagged,
         "n_flagged": int(result.flagged.sum()),
+        "out_of_distribution": entry["out_of_distribution"],
         "images": [entry],
     }
 
@@ -210,6 +218,7 @@ def _image_entry(study, result, name, out, maps_name: str, overlay_name: str | N
     """Scores of one image; with `out`, its map as NPZ at the image's own height x width, and an overlay
     when `overlay_name` is given."""
     entry: dict[str, Any] = {"name": name, "shape": list(study.array.shape[:2])} | _scores(result, 0)
+    entry["out_of_distribution"] = _guard(result)
     if study.metadata.warnings:
         entry["warnings"] = list(study.metadata.warnings)
     if out is None:
@@ -270,6 +279,10 @@ def _score_images(checkpoint, images: list[Item], source, out: Path | None, batc
         "n_images": len(images),
         "n_scored": sum(e["score"] is not None for e in entries),
         "n_flagged": flagged,
+        "out_of_distribution": {
+            "n_checked": sum(e["out_of_distribution"]["available"] for e in entries),
+            "n_warned": sum(e["out_of_distribution"]["warn"] for e in entries),
+        },
         "images": entries,
         "errors": errors,
     }

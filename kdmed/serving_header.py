@@ -16,6 +16,7 @@ from kdmed.config_schema import to_plain
 from kdmed.contract import (
     Calibration,
     CheckpointHeader,
+    InputProfile,
     ModelCard,
     Preprocessing,
     ServingContract,
@@ -34,6 +35,7 @@ def checkpoint_header(
     calibration: Calibration,
     channels: int,
     training: TrainingRecord,
+    input_profile: InputProfile | None = None,
 ) -> CheckpointHeader:
     """The typed header training writes: model card and the serving contract (preprocessing, slice
     policy, calibration, study aggregation, kind), read back by every scoring path."""
@@ -58,6 +60,7 @@ def checkpoint_header(
         calibration=calibration,
         aggregation=StudyAggregation(params.train.study_aggregation, params.train.top_k),
         slice_policy=slice_policy(config) if kind == "volume" else None,
+        input_profile=input_profile,
     )
     card = ModelCard(
         method=detector.method,

@@ -31,6 +31,7 @@ from kdmed.data.slices import SliceSet, load_split
 from kdmed.distributed import SINGLE, Distributed, local_batch, start, stop, wrap
 from kdmed.errors import TrainingDivergedError
 from kdmed.inference import batched, predict_images, selection_value
+from kdmed.input_profile import profile_inputs
 from kdmed.models.base import Detector
 from kdmed.models.registry import build_detector
 from kdmed.paths import checkpoint_path, processed_summary_path, train_log_path, train_state_path
@@ -309,7 +310,10 @@ def _train_stage(params: Params, dataset: str, method: str, ranks: Distributed, 
         augment=tuple(params.train.augment),
         processes=ranks.world_size,
     )
-    header = checkpoint_header(params, dataset, detector, calibration, channels=channels, training=record)
+    profile = profile_inputs(detector, train_images, val_set.normals().images, batch_size, params.common.seed)
+    header = checkpoint_header(
+        params, dataset, detector, calibration, channels=channels, training=record, input_profile=profile
+    )
     save_checkpoint(checkpoint_path(params, dataset, method), detector, header)
     write_history(train_log_path(params, dataset, method), state.history)
     if run.state_file is not None and run.state_file.exists():

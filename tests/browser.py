@@ -93,6 +93,13 @@ class Browser:
         node = self.send("DOM.querySelector", nodeId=root, selector=selector)["nodeId"]
         self.send("DOM.setFileInputFiles", files=[str(path)], nodeId=node)
 
+    def press(self, key: str) -> None:
+        """One key pressed and released on the focused page (a letter: "j"), as a person types it."""
+        code = f"Key{key.upper()}" if len(key) == 1 and key.isalpha() else key
+        common = {"key": key, "code": code, "windowsVirtualKeyCode": ord(key.upper()) if len(key) == 1 else 0}
+        self.send("Input.dispatchKeyEvent", type="keyDown", text=key, **common)
+        self.send("Input.dispatchKeyEvent", type="keyUp", **common)
+
     def screenshot(self) -> bytes:
         return base64.b64decode(
             self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]

@@ -36,8 +36,11 @@ def write_checkpoint(
     slice_range: tuple[int, int] | None = None,
     min_foreground_pixels: int = 50,
     center_crop: float = 1.0,
+    channels: int = 1,
+    trained_at: str = "2026-11-22T00:00:00+00:00",
 ) -> Path:
-    """A random ResNet-18 STPM (or MKD) checkpoint for 64 px, one-channel volumes or 2D images."""
+    """A random ResNet-18 STPM (or MKD) checkpoint for 64 px volumes or 2D images (one channel unless
+    `channels` says 3: a colour model)."""
     torch.manual_seed(0)
     if method == "mkd":
         detector = MKD(MkdConfig(backbone="resnet18", weights="random"))
@@ -50,12 +53,12 @@ def write_checkpoint(
             backbone="resnet18",
             dataset=dataset,
             teacher_weights="random",
-            trained_at="2026-11-22T00:00:00+00:00",
+            trained_at=trained_at,
         ),
         serving=ServingContract(
             kind=kind,
             preprocessing=Preprocessing(
-                image_size=64, channels=1, center_crop=center_crop, **_preprocess_fields()
+                image_size=64, channels=channels, center_crop=center_crop, **_preprocess_fields()
             ),
             calibration=Calibration(
                 rule="specificity",

@@ -19,9 +19,12 @@ from PIL import Image
 from pypdf import PdfReader
 
 from kdmed.checkpoint import load_checkpoint, read_header, save_checkpoint
+from kdmed.findings import study_findings
 from kdmed.inference import score_study
 from kdmed.io import load_study
 from kdmed.io.synthetic import PATIENT, series_datasets, write_datasets
+from kdmed.ood import OodCheck
+from kdmed.report import input_check
 from kdmed.review import operating_threshold
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
@@ -44,6 +47,12 @@ def upload(app: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
     app.run()
     assert not app.exception, [e.value for e in app.exception]
     return app
+
+
+def slice_images(app: AppTest) -> list:
+    """The slice on screen (and its heat map side by side): the captioned images, not the findings strip's
+    thumbnails."""
+    return [image for image in app.image if image.captions and image.captions[0]]
 
 
 def flagged_count(app: AppTest) -> int:
@@ -86,11 +95,16 @@ def test_nifti_review_flow_from_upload_to_both_reports(monkeypatch, tmp_path):
     pick.set_value(least_suspicious).run()
     assert not app.exception
     assert app.slider(key="slice").value == least_suspicious
-    assert app.image[0].captions[0].startswith(f"slice {least_suspicious}:")
+    # the caption names the slice and its position along z (the test volume's slices are 2 mm apart)
+    assert (
+        slice_images(app)[0]
+        .captions[0]
+        .startswith(f"slice {least_suspicious} · z = {2.0 * least_suspicious:.1f} mm:")
+    )
 
     app.slider(key="opacity").set_value(0.9).run()
     app.radio(key="view_mode").set_value("side by side").run()
-    assert len(app.image) >= 2 and not app.exception
+    assert len(slice_images(app)) == 2 and not app.exception
 
     app.slider(key="operating_point").set_value(0.2).run()  # more sensitive: lower threshold
     lower = operating_threshold(read_header(path).serving.calibration, 0.2)
@@ -212,11 +226,15 @@ def test_an_oversized_study_is_refused_before_decoding(monkeypatch, tmp_path):
 
 
 def test_a_2d_image_for_a_volume_model_is_refused_with_the_reason(monkeypatch, tmp_path):
+    """No model fits: nothing is scored, and every model is listed with the reason it does not fit."""
     write_checkpoint(tmp_path / "demo" / "stpm" / "model.safetensors", "volume")
     buffer = io.BytesIO()
     Image.fromarray((np.random.default_rng(1).random((50, 70)) * 255).astype(np.uint8)).save(buffer, "PNG")
     app = upload(start(monkeypatch, tmp_path), [("scan.png", buffer.getvalue())])
-    assert app.error and "scores 3D volumes" in app.error[0].value
+    assert app.error and "No trained model fits this upload, a 2D grey image" in app.error[0].value
+    (why,) = app.table[0].value["why it does not fit"]
+    assert why.startswith("scores 3D volumes") and "the upload is a 2D grey image" in why
+    assert not app.subheader and "scored" not in app.session_state
 
 
 def test_a_2d_image_model_scores_an_oct_like_image(monkeypatch, tmp_path):
@@ -282,7 +300,7 @@ def test_an_explanation_is_shown_only_with_the_model_slice_and_attribution_it_ex
 
     def shown() -> str:
         assert not app.exception, [e.value for e in app.exception]
-        return app.image[1].captions[0]
+        return slice_images(app)[1].captions[0]
 
     def explain(method: str) -> None:
         app.selectbox(key="attribution").set_value(method)
@@ -385,10 +403,197 @@ def test_slices_outside_the_trained_range_are_shown_as_such_and_never_flagged(mo
         c.startswith("Operating point: threshold -1") and "target specificity 95 %" in c for c in captions
     )
     app.slider(key="slice").set_value(10).run()
-    assert app.image[0].captions[0] == "slice 10: not scored (outside the trained range)"
+    assert (
+        slice_images(app)[0].captions[0] == "slice 10 · z = 20.0 mm: not scored (outside the trained range)"
+    )
     rows = app.session_state["report_csv"].decode().strip().splitlines()[1:]
     outside = [r for r in rows if "outside the trained range" in r]
     assert len(outside) == 8 and all(r.split(",")[5] == "0" for r in outside)
     write_checkpoint(path, "volume", slice_range=(20, 30))  # a model for other slices entirely
     app = upload(start(monkeypatch, tmp_path), [("study.nii", nifti_bytes())])
     assert app.subheader[0].value.startswith("Study not scored: none of its 12 slices")
+
+
+# ------------------------------------------------------------------------------ issue 18: the review page
+
+
+def thumbnails(app: AppTest) -> list:
+    return [image for image in app.image if not (image.captions and image.captions[0])]
+
+
+def test_the_findings_strip_jumps_to_each_peak_and_every_flagged_slice_is_in_the_expander(
+    monkeypatch, tmp_path
+):
+    path, oracle = model_flagging(tmp_path, top=3)
+    expected = study_findings(oracle, read_header(path).serving.calibration.threshold)
+    app = upload(start(monkeypatch, tmp_path), [("study.nii", nifti_bytes())])
+    assert expected and len(thumbnails(app)) == len(expected)
+    assert [app.button(key=f"finding_{k}").label for k in range(len(expected))] == [
+        f.describe() for f in expected
+    ]
+    for k, finding in enumerate(expected):
+        app.slider(key="slice").set_value(0).run()  # away from every peak (slice 0 is outside the tissue)
+        app.button(key=f"finding_{k}").click().run()
+        assert not app.exception, [e.value for e in app.exception]
+        assert app.slider(key="slice").value == finding.peak
+        assert slice_images(app)[0].captions[0].startswith(f"slice {finding.peak} · z = ")
+
+    (listing,) = [e for e in app.expander if e.label.startswith("All flagged slices")]
+    assert listing.label == "All flagged slices (3)"
+    assert [int(o.split(":")[0].split()[-1]) for o in listing.radio(key="flagged_pick").options] == (
+        oracle.flagged_order(read_header(path).serving.calibration.threshold)
+    )
+    # the PDF record lists the same findings and pictures their peak slices
+    app.button(key="prepare_pdf").click().run()
+    pdf = " ".join(
+        " ".join(
+            p.extract_text() for p in PdfReader(io.BytesIO(app.session_state["report_pdf"])).pages
+        ).split()
+    )
+    assert all(f"({k}) {f.describe()}" in pdf for k, f in enumerate(expected, start=1))
+    assert all(f"finding {k}, peak slice {f.peak}:" in pdf for k, f in enumerate(expected, start=1))
+
+
+def test_slice_and_finding_buttons_move_the_slider_and_nothing_is_scored_again(monkeypatch, tmp_path):
+    """Moving between slices and findings, changing the window: the study is scored once."""
+    import kdmed.inference
+
+    path, oracle = model_flagging(tmp_path, top=3)
+    peaks = sorted(f.peak for f in study_findings(oracle, read_header(path).serving.calibration.threshold))
+    scorings, real = [], kdmed.inference.score_study
+    monkeypatch.setattr(kdmed.inference, "score_study", lambda *a, **k: scorings.append(1) or real(*a, **k))
+    app = upload(start(monkeypatch, tmp_path), [("study.nii", nifti_bytes())])
+    assert len(scorings) == 1
+    assert (
+        app.button(key="next_slice").proto.shortcut.upper() == "J"
+        and "Keyboard: J" in app.button(key="next_slice").help
+    )
+    app.slider(key="slice").set_value(0).run()
+    assert app.button(key="previous_slice").disabled and app.button(key="previous_finding").disabled
+    app.button(key="next_slice").click().run()
+    assert app.slider(key="slice").value == 1
+    app.button(key="next_finding").click().run()
+    assert app.slider(key="slice").value == peaks[0]
+    for peak in peaks[1:]:
+        app.button(key="next_finding").click().run()
+        assert app.slider(key="slice").value == peak
+    assert app.button(key="next_finding").disabled
+    app.button(key="previous_slice").click().run()
+    assert app.slider(key="slice").value == peaks[-1] - 1
+    app.slider(key="slice").set_value(11).run()
+    assert app.button(key="next_slice").disabled
+    app.button(key="previous_finding").click().run()
+    assert app.slider(key="slice").value == peaks[-1]
+    window = app.button_group(key="window")
+    window.set_value(window.options[-1]).run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert len(scorings) == 1  # none of this scored the study again
+
+
+def test_nothing_flagged_is_said_in_the_strip(monkeypatch, tmp_path):
+    write_checkpoint(tmp_path / "demo" / "stpm" / "model.safetensors", "volume", threshold=1e9)
+    app = upload(start(monkeypatch, tmp_path), [("study.nii", nifti_bytes())])
+    assert any(info.value.startswith("No finding") for info in app.info) and not thumbnails(app)
+    assert app.expander[0].label == "All flagged slices (0)"
+    assert app.button(key="next_finding").disabled and app.button(key="previous_finding").disabled
+
+
+def test_orientation_is_named_for_volumes_and_absent_for_2d_images(monkeypatch, tmp_path):
+    write_checkpoint(tmp_path / "demo" / "stpm" / "model.safetensors", "volume")
+    write_checkpoint(tmp_path / "oct" / "stpm" / "model.safetensors", "image", dataset="oct")
+    app = upload(start(monkeypatch, tmp_path), [("study.nii", nifti_bytes())])
+    assert any("left L · right R · top A · bottom P" in c.value for c in app.caption)
+    buffer = io.BytesIO()
+    Image.fromarray((np.random.default_rng(1).random((50, 70)) * 255).astype(np.uint8)).save(buffer, "PNG")
+    upload(app, [("scan.png", buffer.getvalue())])
+    assert any(c.value == "2D image: no patient orientation." for c in app.caption)
+    assert slice_images(app)[0].captions[0].startswith("image: score")
+
+
+def test_the_picker_offers_only_models_that_fit_and_says_why_one_is_preselected(monkeypatch, tmp_path):
+    def model(dataset: str, method: str, kind: str, day: int, channels: int = 1) -> None:
+        write_checkpoint(tmp_path / dataset / method / "model.safetensors", kind, method=method, dataset=dataset,
+                         channels=channels, trained_at=f"2026-11-{day:02d}T00:00:00+00:00")  # fmt: skip
+
+    model("brain", "stpm", "volume", 20)
+    model("brain", "mkd", "volume", 22)  # the newest brain model
+    model("oct", "stpm", "image", 23)
+    model("wbc", "stpm", "image", 24, channels=3)
+    app = upload(start(monkeypatch, tmp_path), [("study.nii", nifti_bytes())])
+    picker = app.selectbox(key="model")
+    assert (
+        sorted(picker.options) == sorted(o for o in picker.options if o.startswith("brain /"))
+        and len(picker.options) == 2
+    )
+    assert picker.options[picker.index].startswith("brain / mkd")
+    why = next(c.value for c in app.caption if c.value.startswith("preselected"))
+    assert why.startswith(
+        "preselected brain/mkd: the upload is a 3D volume (no modality recorded) and this model was trained on "
+        "3D MR volumes; newest of 2 that fit"
+    ) and why.endswith("2 other trained models do not fit this upload.")
+    assert "slices flagged" in app.subheader[0].value
+    # the reader's own choice is kept for the next upload it fits
+    scored_with = lambda: app.session_state["scored"][0][2]  # noqa: E731 - the scoring token's model file
+    older = next(k for k, label in enumerate(picker.options) if label.startswith("brain / stpm"))
+    app.selectbox(key="model").select_index(older).run()
+    assert "brain/stpm/" in scored_with()
+    upload(app, [("other.nii", nifti_bytes(shape=(40, 40, 10)))])
+    assert "brain/stpm/" in scored_with() and app.slider(key="slice").max == 9
+
+    grey = io.BytesIO()
+    Image.fromarray((np.random.default_rng(1).random((50, 70)) * 255).astype(np.uint8)).save(grey, "PNG")
+    upload(app, [("scan.png", grey.getvalue())])
+    picker = app.selectbox(key="model")
+    assert len(picker.options) == 1 and picker.options[0].startswith("oct / stpm")
+    assert any("the only one of 4 that fits" in c.value for c in app.caption)
+    assert "of 1 images flagged" in app.subheader[0].value and "oct/stpm/" in scored_with()
+    upload(app, [("study.nii", nifti_bytes())])  # the oct model does not fit: the preselection again
+    assert "brain/mkd/" in scored_with()
+
+
+WARNED = OodCheck(
+    available=True,
+    warn=True,
+    distance=9.0,
+    threshold=3.0,
+    reasons=("its image features lie 3.0x the calibrated limit away",),
+    message="This study differs from the data this model was trained on: its image features lie 3.0x the "
+    "calibrated limit away.",
+)
+RESEMBLES = OodCheck(available=True, warn=False, distance=1.234, threshold=3.0, message="resembles")
+NOT_RUN = OodCheck(available=False, warn=False, message="The input check could not run: no profile here.")
+
+
+@pytest.mark.parametrize(
+    ("check", "shown"), [(WARNED, "warning"), (RESEMBLES, "caption"), (NOT_RUN, "caption")]
+)
+def test_the_input_check_is_shown_above_the_verdict_and_in_the_pdf(monkeypatch, tmp_path, check, shown):
+    import kdmed.inference
+
+    real = kdmed.inference.score_study
+    monkeypatch.setattr(
+        kdmed.inference, "score_study", lambda *a, **k: replace(real(*a, **k), out_of_distribution=check)
+    )
+    write_checkpoint(tmp_path / "demo" / "stpm" / "model.safetensors", "volume")
+    app = upload(start(monkeypatch, tmp_path), [("study.nii", nifti_bytes())])
+    told, text = input_check(check)
+    nodes = list(app.main)
+    said = next(
+        k
+        for k, n in enumerate(nodes)
+        if n.type in ("warning", "caption") and getattr(n, "value", None) == text
+    )
+    assert said < nodes.index(app.subheader[0])  # above the verdict
+    if shown == "warning":
+        assert app.warning[0].value == check.message
+    else:
+        assert not app.warning
+        if check.available:
+            assert (
+                text
+                == "Input check: this study resembles the model's training data (distance 1.23, threshold 3)."
+            )
+    app.button(key="prepare_pdf").click().run()
+    pdf = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(app.session_state["report_pdf"])).pages)
+    assert " ".join(text.split()[:6]) in " ".join(pdf.split())
+    assert ("WARNING:" in pdf) == (told == "warn")

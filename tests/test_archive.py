@@ -69,6 +69,7 @@ def test_every_study_gets_one_row_and_bad_ones_an_error(scored):
     assert float(good["study_score"]) == pytest.approx(report["study_score"], rel=1e-6)
     assert int(good["n_flagged"]) == report["n_flagged"] and int(good["n_scored"]) == report["n_scored"]
     assert good["verdict"] == ("flagged" if report["study_flagged"] else "normal")
+    assert good["out_of_distribution"] == "unchecked"  # the fake model has no training-input profile
 
 
 def test_no_paths_in_the_table_unless_asked(scored):

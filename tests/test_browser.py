@@ -1,7 +1,10 @@
 """The real app in a real browser: `streamlit run app/main.py` served on a free port, headless Chromium
 (Debian's `chromium`, installed by `make test-all` and `make test-slow`) uploads a NIfTI study through the
-page's file input, waits for the scored review and takes a screenshot, written under the test's output
-folder and to build/test-output/app_scored.png for people to look at."""
+page's file input, waits for the scored review, checks that the findings strip and the orientation markers
+are there and takes a screenshot, written under the test's output folder and to
+build/test-output/app_scored.png for people to look at. It then presses the next-slice shortcut and times
+the rerun until the new slice's caption is on the page (written to build/test-output/
+slice_change_seconds.txt; measured, not asserted: the machine's load decides it)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +22,26 @@ from fake_models import model_at_median, nifti_bytes
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+FINDING_BUTTON = (
+    r"[...document.querySelectorAll('button')].some(b => /peak .+ at slice \d+/.test(b.innerText))"
+)
+SLIDER = "document.querySelector('input[type=range][aria-label=Slice]')"  # the slice slider
+
+
+def change_slice(browser: Browser) -> tuple[int, str, float]:
+    """Press the next-slice shortcut (the previous-slice one on the last slice) and time the rerun until the
+    new slice's caption is on the page: the slice shown now, the key and the seconds."""
+    here, last = (int(browser.evaluate(f"{SLIDER}.{what}")) for what in ("value", "max"))
+    key, target = ("j", here + 1) if here < last else ("k", here - 1)
+    browser.evaluate("document.activeElement && document.activeElement.blur()")  # not typing in a field
+    started = time.monotonic()
+    browser.press(key)
+    shown = f"document.body.innerText.includes('slice {target} · z = ')"
+    while not browser.evaluate(shown):
+        if time.monotonic() - started > 60:
+            raise TimeoutError(f"pressing {key!r} never showed slice {target}")
+        time.sleep(0.02)
+    return target, key, time.monotonic() - started
 
 
 @pytest.mark.slow
@@ -52,7 +76,12 @@ def test_a_scored_study_renders_in_headless_chromium(tmp_path):
         browser.wait_until("document.body.innerText.includes('slices flagged')", 120)
         browser.wait_until("document.querySelectorAll('img').length > 0", 30)
         browser.wait_until("[...document.images].every(i => i.complete && i.naturalWidth > 0)", 30)
+        browser.wait_until(FINDING_BUTTON, 10)  # the findings strip: a button per finding
+        text = browser.evaluate("document.body.innerText")
         png = browser.screenshot()
+        target, key, seconds = change_slice(browser)
+        # the page updated: the slider follows the new slice's caption (a few tenths of a second later)
+        browser.wait_until(f"{SLIDER}.value == {target}", 10)
     finally:
         if browser is not None:
             browser.close()
@@ -66,6 +95,10 @@ def test_a_scored_study_renders_in_headless_chromium(tmp_path):
     keep = REPO / "build" / "test-output"
     keep.mkdir(parents=True, exist_ok=True)
     shutil.copy(shot, keep / "app_scored.png")
+    (keep / "slice_change_seconds.txt").write_text(f"{seconds:.3f}\n")
+    print(f"slice change (key {key!r}) to slice {target}: {seconds:.3f} s")
+    assert "Findings" in text and "All flagged slices" in text
+    assert "Patient directions at the edges (left L · right R · top A · bottom P)" in text
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(np.float32)
     assert pixels.shape[0] > 600 and pixels.shape[1] > 1000
     assert pixels.std() > 20, "the screenshot is blank"

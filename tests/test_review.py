@@ -18,10 +18,22 @@ from kdmed.checkpoint import load_checkpoint
 from kdmed.contract import Calibration
 from kdmed.display import Window, apply_window, display_map, display_slice, outline, overlay, window_presets
 from kdmed.errors import ConfigError
+from kdmed.findings import Finding, study_findings
 from kdmed.inference import score_study
 from kdmed.io import load_study
 from kdmed.io.study import Study, StudyMetadata
-from kdmed.report import RECORD_STYLE, ReviewContext, pdf_report, record_figures, scores_csv
+from kdmed.ood import OodCheck
+from kdmed.report import (
+    MAX_LISTED_FINDINGS,
+    MAX_PDF_SLICES,
+    RECORD_STYLE,
+    ReviewContext,
+    findings_lines,
+    input_check,
+    pdf_report,
+    record_figures,
+    scores_csv,
+)
 from kdmed.review import explain_slice, model_catalogue, operating_threshold
 from kdmed.rules import heat_scale
 
@@ -220,3 +232,48 @@ def test_an_explanation_attributes_exactly_the_scored_input(tmp_path):
     unscored = [k for k, status in enumerate(result.status) if status != "scored"]
     with pytest.raises(Exception, match="was not scored"):
         explain_slice(checkpoint, result, unscored[0], "saliency")
+
+
+def _pdf_words(pdf: bytes) -> str:
+    return " ".join(" ".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages).split())
+
+
+def test_the_record_lists_the_findings_pictures_their_peaks_and_states_the_input_check(scored):
+    """The findings (kdmed.findings, at the reader's threshold) are listed ranked and their peak slices
+    pictured; the out-of-distribution check is stated, as a warning under the verdict when it warns."""
+    checkpoint, study, result = scored
+    context = _context(checkpoint, study, result.threshold)
+    findings = study_findings(result, result.threshold)
+    assert findings, "the test needs a flagged slice"
+    overlays = {f.peak: np.zeros((32, 32, 3), np.uint8) for f in findings[:MAX_PDF_SLICES]}
+    with plt.rc_context(RECORD_STYLE):
+        figures = record_figures(result, context, overlays)
+    titles = [axis.get_title() for figure in figures for axis in figure.axes if axis.get_title()]
+    assert [t.split(":")[0] for t in titles] == [
+        f"finding {k}, peak slice {f.peak}" for k, f in enumerate(findings[:MAX_PDF_SLICES], start=1)
+    ]
+    for figure in figures:
+        plt.close(figure)
+    words = _pdf_words(pdf_report(result, context, overlays))
+    assert f"Findings: {len(findings)} run" in words
+    for k, finding in enumerate(findings, start=1):
+        assert f"({k}) {finding.describe()}" in words
+    told, text = input_check(result.out_of_distribution)
+    assert told == "not run" and " ".join(text.split()) in words  # the test model has no input profile
+
+    warned = OodCheck(available=True, warn=True, distance=9.0, threshold=3.0, reasons=("far",),
+                      message="This study differs from the data this model was trained on: far.")  # fmt: skip
+    words = _pdf_words(pdf_report(replace(result, out_of_distribution=warned), context, overlays))
+    assert "WARNING: This study differs from the data this model was trained on: far." in words
+    assert words.index("WARNING") < words.index("Study score")  # right under the verdict
+
+
+def test_the_findings_section_counts_what_it_does_not_list():
+    many = [Finding(first=3 * k, last=3 * k, peak=3 * k, peak_score=100.0 - k, n_slices=1) for k in range(15)]
+    (line,) = findings_lines(many, is_volume=True)
+    assert line.startswith("Findings: 15 runs of flagged slices, ranked by peak score")
+    assert f"({MAX_LISTED_FINDINGS}) {many[MAX_LISTED_FINDINGS - 1].describe()}; and 3 more" in line
+    assert findings_lines([], is_volume=True) == [
+        "Findings: none (no slice is above the operating threshold)."
+    ]
+    assert findings_lines(many, is_volume=False) == []  # a 2D image has no slices to group

@@ -36,7 +36,19 @@ def test_train_stage_writes_a_complete_checkpoint(tiny_brain):
     calibration = serving.calibration
     assert calibration.validation_normals > 0 and calibration.map_floor > 0
     assert calibration.map_floor_quantile == tiny_brain.train.map_floor_quantile
+    profile = serving.input_profile  # the out-of-distribution guard's description of the training inputs
+    assert profile is not None and profile.threshold > 0 and profile.validation_images > 0
+    assert set(profile.statistic_low) == {
+        "mean_intensity",
+        "intensity_spread",
+        "foreground_fraction",
+        "colour",
+    }
     checkpoint = load_checkpoint(path)
+    channels = sum(
+        f.channels for f in checkpoint.detector.teacher.feature_info
+    )  # every teacher layer, pooled
+    assert len(profile.feature_mean) == len(profile.feature_std) == channels
     assert not checkpoint.detector.teacher.training
     test = load_split(tiny_brain.preprocess.out_dir, "brain", "test")
     scores = predict_images(checkpoint.detector, test.images[:4]).scores

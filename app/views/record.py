@@ -7,7 +7,7 @@ import streamlit as st
 from app import state
 
 
-def downloads(study, result, context, order: list[int], window, made_for: tuple) -> None:
+def downloads(study, result, context, window, made_for: tuple) -> None:
     """The CSV download, and the PDF once prepared for exactly what is on screen (`made_for`: the score,
     operating threshold, privacy choice and window)."""
     c1, c2 = st.columns(2)
@@ -19,7 +19,7 @@ def downloads(study, result, context, order: list[int], window, made_for: tuple)
         key="csv",
     )
     if c2.button("Prepare the PDF summary", key="prepare_pdf"):
-        state.prepare_pdf(study, result, context, window, order, made_for)
+        state.prepare_pdf(study, result, context, window, made_for)
     pdf = state.pdf_for(made_for)
     if pdf is not None:
         c2.download_button(

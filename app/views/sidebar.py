@@ -1,5 +1,6 @@
-"""The page's inputs: the model picker and its card, the privacy switch, the uploader, the series picker,
-and what to do when no model is trained yet."""
+"""The page's inputs: the model picker (only the models that fit the upload, `kdmed.model_choice`) and its
+card, the privacy switch, the uploader, the series picker, and what to do when no model is trained yet
+or none fits the upload."""
 
 from __future__ import annotations
 
@@ -21,13 +22,10 @@ def how_to_train(models_dir: Path) -> None:
     )
 
 
-def model_picker(cards: list) -> tuple:
-    """The sidebar: the chosen catalogue entry and whether reports may name the patient."""
+def privacy() -> bool:
+    """The sidebar's privacy switch (drawn on every run, before anything can stop the page, so that the
+    reader's choice is kept): whether reports may name the patient."""
     with st.sidebar:
-        choice = st.selectbox("Model", range(len(cards)), format_func=lambda i: cards[i].label, key="model")
-        card = cards[choice]
-        with st.expander("About this model", expanded=False):
-            st.table([{"": name, "value": value} for name, value in card.details().items()])
         include_phi = st.checkbox(
             "Include patient-identifying fields in reports",
             value=False,
@@ -35,7 +33,46 @@ def model_picker(cards: list) -> tuple:
             help="Off by default: name, ID, birth date, institution and dates stay out of the CSV and PDF.",
         )
         st.caption("Uploads stay in this session's memory and are discarded when you close the page.")
-    return card, include_phi
+    return include_phi
+
+
+def waiting_for_upload(slot, count: int) -> None:
+    slot.caption(f"{count} trained models. Upload a study: the models that fit it are offered here.")
+
+
+def model_picker(slot, cards: list, choice):
+    """In `slot` (a placeholder at the top of the sidebar): the models that fit the upload (`choice`, a
+    `kdmed.model_choice.ModelChoice`), best first, and why one was preselected. The preselected model is
+    chosen unless the reader chose another that also fits this upload (a choice made in
+    `st.session_state["model"]`, a catalogue position, is kept). Returns the chosen catalogue entry, or None
+    when none fits."""
+    if choice.preselected is None:
+        slot.caption(f"None of the {len(cards)} trained models fits this upload (see the table).")
+        return None
+    fitting = list(choice.fitting)
+    held = st.session_state.get("model")
+    if held not in fitting or held == st.session_state.get("model_preselected"):
+        st.session_state["model"] = choice.preselected  # not the reader's choice, or it does not fit
+    st.session_state["model_preselected"] = choice.preselected
+    with slot.container():
+        position = st.selectbox("Model", fitting, format_func=lambda k: cards[k].label, key="model")
+        others = len(cards) - len(fitting)
+        rest = f" {others} other trained model{'s do' if others > 1 else ' does'} not fit this upload."
+        st.caption(f"{choice.why}." + (rest if others else ""))
+        card = cards[position]
+        with st.expander("About this model", expanded=False):
+            st.table([{"": name, "value": value} for name, value in card.details().items()])
+    return card
+
+
+def no_model_fits(cards: list, choice) -> None:
+    """Instead of a verdict: every model and why it does not fit the upload."""
+    st.error(
+        f"No trained model fits this upload, {choice.upload.describe()}: the table says why for each of the "
+        f"{len(cards)}. Train a model on this kind of study, or upload a study one of them was trained for."
+    )
+    rows = zip(cards, choice.reasons, strict=True)
+    st.table([{"model": card.label, "why it does not fit": reason} for card, reason in rows])
 
 
 def uploader(max_upload_mb: int) -> list:

@@ -1,10 +1,12 @@
-"""The verdict: the operating point the reader moves, the study's verdict at it, and what was not scored."""
+"""The verdict: the out-of-distribution check above it, the operating point the reader moves, the study's
+verdict at it, and what was not scored."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from kdmed.contract import SCORED
+from kdmed.report import input_check
 
 
 def operating_point() -> float:
@@ -19,10 +21,22 @@ def operating_point() -> float:
     )
 
 
+def input_check_notice(result) -> None:
+    """The out-of-distribution check (`kdmed.ood`): a warning above the verdict when the study lies
+    outside what the model was trained on, else a caption saying it resembles it or why the check did
+    not run (the same sentences as the PDF record)."""
+    told, text = input_check(result.out_of_distribution)
+    if told == "warn":
+        st.warning(text, icon="⚠️")
+    else:
+        st.caption(text)
+
+
 def verdict(study, result, checkpoint, level: float, threshold: float) -> None:
     """The study's verdict at `threshold`, how it compares with the calibrated one, and the reader notes."""
     calibration = checkpoint.serving.calibration
     flagged = result.flags_at(threshold)
+    input_check_notice(result)
     if result.count(SCORED) == 0:
         st.subheader(
             f"Study not scored: none of its {len(result.scores)} slices is inside what this model was trained on"

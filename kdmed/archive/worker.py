@@ -20,10 +20,11 @@ log = logging.getLogger(__name__)
 
 __all__ = ["COLUMNS", "score_one"]
 
-# The results table: a pseudonymous study id and what was found; `source` only with --include-paths.
+# The results table: a pseudonymous study id and what was found (`out_of_distribution`: the guard of
+# `kdmed.ood`, yes / no / unchecked); `source` only with --include-paths.
 COLUMNS = (
-    "study", "verdict", "study_score", "study_normalized", "threshold", "n_scored", "n_flagged", "kind",
-    "seconds", "error",
+    "study", "verdict", "study_score", "study_normalized", "threshold", "n_scored", "n_flagged",
+    "out_of_distribution", "kind", "seconds", "error",
 )  # fmt: skip
 
 
@@ -82,5 +83,15 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
         "threshold": report.get("threshold", ""),
         "n_scored": report.get("n_scored", 1 if kind == "image" and score is not None else 0),
         "n_flagged": report.get("n_flagged", 0),
+        "out_of_distribution": _guard(report.get("out_of_distribution", {})),
         "kind": kind,
     }
+
+
+def _guard(check: dict[str, Any]) -> str:
+    """The out-of-distribution guard in one word (`kdmed.ood`): yes, no, or unchecked (no profile)."""
+    if "n_warned" in check:  # a folder of 2D images: yes when any image warned
+        return "yes" if check["n_warned"] else ("no" if check["n_checked"] else "unchecked")
+    if not check.get("available"):
+        return "unchecked"
+    return "yes" if check.get("warn") else "no"
